@@ -273,20 +273,22 @@ def _check_geometry(geom: Any, label: str, allowed: tuple[str, ...]) -> tuple[Ba
             p = (bad_lat or bad_lon)[0]
             problems.append(f"{label}: coordinate {list(p)} out of range (lon -180..180, lat -90..90)")
         return None, problems
+    if geom["type"] in ("Polygon", "MultiPolygon"):
+        polys = [geom["coordinates"]] if geom["type"] == "Polygon" else geom["coordinates"]
+        for poly in polys:
+            for ring in poly:
+                if len(ring) < 4:
+                    problems.append(f"{label}: ring has {len(ring)} positions; a closed ring needs at least 4")
+                elif list(ring[0])[:2] != list(ring[-1])[:2]:
+                    problems.append(f"{label}: ring is not closed (first and last positions differ)")
+        if problems:
+            return None, problems
     try:
         g = shape(geom)
     except Exception as exc:  # shapely raises several types for malformed input
         return None, [f"{label}: cannot build geometry: {exc}"]
     if g.geom_type in ("Polygon", "MultiPolygon"):
-        polys = [g] if g.geom_type == "Polygon" else list(g.geoms)
-        for poly in polys:
-            for ring in [poly.exterior, *poly.interiors]:
-                cs = list(ring.coords)
-                if len(cs) < 4:
-                    problems.append(f"{label}: ring has fewer than 4 positions")
-                elif cs[0] != cs[-1]:
-                    problems.append(f"{label}: ring is not closed (first and last positions differ)")
-        if not problems and not g.is_valid:
+        if not g.is_valid:
             problems.append(f"{label}: invalid polygon ({explain_validity(g)}); fix self-intersecting or overlapping rings")
         if not problems and g.area == 0:
             problems.append(f"{label}: polygon has zero area")

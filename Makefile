@@ -1,0 +1,52 @@
+# s2watch: the commands a new user needs. Only Python >= 3.11 and pip are assumed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.s2watch-installed
+DEMO_OUT ?= demo-output
+
+.PHONY: install demo test test-fast bench bench-accuracy sysdeps notebooks clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,dask]'
+	@touch $(STAMP)
+
+## install: create .venv with s2watch installed (editable) and .venv/bin/s2watch
+install: $(STAMP)
+
+## demo: run the main job offline on the simulated archive of Maaten al-Sarra air base
+demo: install
+	$(BIN)/s2watch detect maaten-al-sarra --source simulated \
+	    --before 2024-03-01/2024-08-31 --after 2025-05-01/2025-10-31 --out $(DEMO_OUT)
+
+## sysdeps: Debian packages the tests use to check outputs as users open them (gdal-bin, chromium)
+sysdeps:
+	@missing=""; \
+	command -v gdalinfo >/dev/null || missing="$$missing gdal-bin"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "sysdeps: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+	    echo "sysdeps: missing$$missing (needs root and apt-get); the tests that need them will skip and say so"; \
+	fi
+
+## test: every test (sets up .venv first)
+test: install sysdeps
+	$(BIN)/python -m pytest -q
+
+## bench: speed benchmarks (ratios measured in one run) and source transfer figures
+bench: install
+	$(BIN)/python benchmarks/bench_speed.py
+	$(BIN)/python benchmarks/bench_sources.py
+
+## bench-accuracy: detection accuracy on simulated ground truth and real OSCD pairs
+bench-accuracy: install
+	$(BIN)/python benchmarks/bench_accuracy.py
+
+clean:
+	rm -rf $(DEMO_OUT) bench-output .pytest_cache
