@@ -1,0 +1,61 @@
+"""The s2watch command: usage errors exit 2 with a message naming the bad value."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli.options import parse_when
+from pipeline.errors import UsageError
+from pipeline.sources import get_source
+
+S2W = str(Path(sys.executable).parent / "s2watch")
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([S2W, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_parse_when_accepts_day_and_interval():
+    from datetime import date
+
+    assert parse_when("2024-01-05") == (date(2024, 1, 5), date(2024, 1, 5))
+    assert parse_when("2024-01-01/2024-02-01") == (date(2024, 1, 1), date(2024, 2, 1))
+
+
+@pytest.mark.parametrize("bad", ["2024-13-01", "20240101", "2024-02-01/2024-01-01", "a/b/c", ""])
+def test_parse_when_rejects_with_the_value(bad):
+    with pytest.raises(UsageError) as ei:
+        parse_when(bad, what="--before")
+    assert "--before" in str(ei.value)
+
+
+def test_detect_with_bad_date_exits_2_naming_it(tmp_path):
+    r = _run("detect", "maaten-al-sarra", "--before", "2024-02-30", "--after", "2025-01-01", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "2024-02-30" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_detect_with_unknown_aoi_exits_2(tmp_path):
+    r = _run("detect", "atlantis", "--before", "2024-01-01", "--after", "2025-01-01", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "atlantis" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_source_lists_valid_ones():
+    with pytest.raises(UsageError) as ei:
+        get_source("landsat-99")
+    msg = str(ei.value)
+    assert "landsat-99" in msg and "simulated" in msg and "earth-search" in msg
+
+
+def test_no_command_prints_help_and_exits_2():
+    r = _run()
+    assert r.returncode == 2 and "usage" in r.stderr.lower()
+
+
+def test_version():
+    r = _run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("s2watch ")
