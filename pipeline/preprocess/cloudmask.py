@@ -1,0 +1,301 @@
+"""Clear-sky masks: SCL classes, spectral cloud/haze/shadow tests, clear fractions over the AOI.
+
+Two sources of evidence, combined by :func:`mask_stack`:
+
+* the L2A scene classification (SCL): no data, defective, cloud shadow, medium/high cloud and
+  cirrus (``SCL.MASKED``), dilated by a few pixels because SCL misses thin cloud edges;
+* spectral tests on harmonised reflectance, for L1C data (no SCL) and for what SCL misses:
+
+  - cloud: bright in blue (``B02``), white in the visible (``B02/B04`` near 1) and low
+    ``B11/B8A`` (bright desert sand and concrete have ``B11 > B8A``, clouds do not);
+  - haze / thin cirrus: blue excess over the window's clear median that SWIR does not share;
+  - shadow: dark in NIR and SWIR relative to the window's clear median.
+
+  Haze and shadow need the window's clear median, so they are tested relative to the median of
+  the observations that passed the SCL and cloud tests of the *same* window: a persistent
+  change (new dark asphalt) is part of that median and is not masked as shadow.
+
+Masks are True where an observation is *clear* (usable).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..scene import SCL
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MaskParams",
+    "MaskResult",
+    "MASK_METHODS",
+    "scl_mask",
+    "spectral_cloud_mask",
+    "haze_shadow_mask",
+    "dilate",
+    "mask_stack",
+]
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    """Thresholds of the clear-sky masks.
+
+    Attributes
+    ----------
+    dilate_px : int
+        Radius in 10 m pixels by which masked (cloudy/shadow) pixels are grown. Default 3.
+    scl_classes : tuple of int
+        SCL codes treated as not clear. Default ``SCL.MASKED`` (0, 1, 3, 8, 9, 10).
+    cloud_blue : float
+        Minimum ``B02`` reflectance (0-1) of a cloud. Default 0.2.
+    cloud_whiteness : float
+        Minimum ``B02/B04`` ratio of a cloud (white in the visible). Default 0.8.
+    cloud_swir_ratio : float
+        Maximum ``B11/B8A`` ratio of a cloud. Default 1.0.
+    haze_blue_excess : float
+        Minimum ``B02`` excess over the clear median (reflectance) for haze. Default 0.04.
+    haze_swir_share : float
+        Haze when the ``B11`` excess is below this fraction of the ``B02`` excess. Default 0.5.
+    shadow_ratio : float
+        Shadow where both ``B8A`` and ``B11`` fall below this fraction of their clear median.
+        Default 0.65.
+    shadow_min_ref : float
+        Median ``B8A`` reflectance below which the shadow test is skipped (water is dark
+        anyway). Default 0.05.
+    """
+
+    dilate_px: int = 3
+    scl_classes: tuple[int, ...] = SCL.MASKED
+    cloud_blue: float = 0.2
+    cloud_whiteness: float = 0.8
+    cloud_swir_ratio: float = 1.0
+    haze_blue_excess: float = 0.04
+    haze_swir_share: float = 0.5
+    shadow_ratio: float = 0.65
+    shadow_min_ref: float = 0.05
+
+
+@dataclass(frozen=True, eq=False)
+class MaskResult:
+    """Clear masks of a stack.
+
+    Attributes
+    ----------
+    clear : (T, H, W) bool
+        True where the observation is clear and has data.
+    valid_fraction : (T,) float64
+        Fraction of the AOI polygon with data (0-1).
+    cloud_fraction : (T,) float64
+        Fraction of the AOI pixels with data that are masked as cloud/haze/shadow (0-1).
+    clear_fraction : (T,) float64
+        Fraction of the AOI polygon that is clear (0-1).
+    method : str
+        The method used (``scl``, ``spectral`` or ``scl+spectral``).
+    """
+
+    clear: np.ndarray
+    valid_fraction: np.ndarray
+    cloud_fraction: np.ndarray
+    clear_fraction: np.ndarray
+    method: str
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = int(radius)
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
+    return (x * x + y * y) <= r * r + r  # a round-ish disk
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Grow True pixels of ``mask`` ((H, W) or (T, H, W) bool) by a disk of ``radius`` pixels."""
+    mask = np.asarray(mask, dtype=bool)
+    if radius <= 0 or not mask.any():
+        return mask.copy()
+    se = _disk(radius)
+    if mask.ndim == 2:
+        return ndimage.binary_dilation(mask, structure=se)
+    return np.stack([ndimage.binary_dilation(m, structure=se) if m.any() else m.copy() for m in mask])
+
+
+def scl_mask(scl: np.ndarray, *, classes: Sequence[int] = SCL.MASKED, dilate_px: int = 3) -> np.ndarray:
+    """Pixels the SCL marks as not clear, dilated.
+
+    Parameters
+    ----------
+    scl : (H, W) or (T, H, W) uint8
+        Scene classification codes.
+    classes : sequence of int
+        Codes that are not clear.
+    dilate_px : int
+        Dilation radius in pixels.
+
+    Returns
+    -------
+    (H, W) or (T, H, W) bool
+        True where masked (NOT clear).
+    """
+    scl = np.asarray(scl)
+    if scl.ndim not in (2, 3):
+        raise ValueError(f"scl must be (H, W) or (T, H, W), got shape {scl.shape}")
+    bad = np.isin(scl, np.asarray(classes, dtype=scl.dtype))
+    return dilate(bad, dilate_px)
+
+
+def _band(refl: np.ndarray, bands: Sequence[str], name: str) -> np.ndarray:
+    try:
+        return refl[list(bands).index(name)]
+    except ValueError:
+        raise ValueError(f"spectral masks need band {name!r}; bands given: {', '.join(bands)}") from None
+
+
+def spectral_cloud_mask(refl: np.ndarray, bands: Sequence[str], *, params: MaskParams | None = None) -> np.ndarray:
+    """Bright, white, low-SWIR pixels: clouds (works without SCL).
+
+    Parameters
+    ----------
+    refl : (B, H, W) float32
+        Harmonised reflectance (0-1), NaN where no data.
+    bands : sequence of str
+        Band names of axis 0; needs ``B02``, ``B04``, ``B8A``, ``B11``.
+
+    Returns
+    -------
+    (H, W) bool
+        True where cloud (not dilated).
+    """
+    p = params or MaskParams()
+    b02, b04, b8a, b11 = (_band(refl, bands, n) for n in ("B02", "B04", "B8A", "B11"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        white = b02 / np.maximum(b04, 1e-4)
+        swir = b11 / np.maximum(b8a, 1e-4)
+        return (b02 > p.cloud_blue) & (white > p.cloud_whiteness) & (swir < p.cloud_swir_ratio)
+
+
+def haze_shadow_mask(
+    refl: np.ndarray, bands: Sequence[str], reference: np.ndarray, *, params: MaskParams | None = None
+) -> np.ndarray:
+    """Haze (blue excess not shared by SWIR) and shadow (dark NIR and SWIR) relative to a clear median.
+
+    Parameters
+    ----------
+    refl : (B, H, W) float32
+        One observation, harmonised reflectance, NaN where no data.
+    bands : sequence of str
+        Needs ``B02``, ``B8A``, ``B11``.
+    reference : (B, H, W) float32
+        The window's clear median (same bands); NaN where unknown (then nothing is flagged).
+
+    Returns
+    -------
+    (H, W) bool
+        True where haze or shadow (not dilated).
+    """
+    p = params or MaskParams()
+    b02, b8a, b11 = (_band(refl, bands, n) for n in ("B02", "B8A", "B11"))
+    r02, r8a, r11 = (_band(reference, bands, n) for n in ("B02", "B8A", "B11"))
+    with np.errstate(invalid="ignore"):
+        d02 = b02 - r02
+        d11 = b11 - r11
+        haze = (d02 > p.haze_blue_excess) & (d11 < p.haze_swir_share * d02)
+        shadow = (r8a > p.shadow_min_ref) & (b8a < p.shadow_ratio * r8a) & (b11 < p.shadow_ratio * r11)
+    return haze | shadow
+
+
+def _nanmedian_t(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Per-pixel median over axis 0 of ``values`` (T, B, H, W) where ``ok`` (T, H, W); NaN if none."""
+    from .composite import median_composite
+
+    return median_composite(values, ok).median
+
+
+def _scl_only(stack_scl, refl, bands, data_ok, p):
+    if stack_scl is None:
+        raise ValueError("mask method 'scl' needs an SCL layer; this stack has none (L1C?): use 'spectral' or 'auto'")
+    return data_ok & ~scl_mask(stack_scl, classes=p.scl_classes, dilate_px=p.dilate_px)
+
+
+def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False):
+    T = refl.shape[0]
+    bad = np.zeros(data_ok.shape, dtype=bool)
+    if use_scl:
+        bad |= np.isin(stack_scl, np.asarray(p.scl_classes, dtype=stack_scl.dtype))
+    for t in range(T):
+        bad[t] |= spectral_cloud_mask(refl[t], bands, params=p)
+    first = data_ok & ~dilate(bad, p.dilate_px)
+    if T >= 3:
+        ref = _nanmedian_t(refl, first)
+        for t in range(T):
+            bad[t] |= haze_shadow_mask(refl[t], bands, ref, params=p)
+    return data_ok & ~dilate(bad, p.dilate_px)
+
+
+MASK_METHODS: dict[str, Callable] = {
+    "scl": _scl_only,
+    "spectral": _spectral,
+    "scl+spectral": lambda scl, refl, bands, ok, p: _spectral(scl, refl, bands, ok, p, use_scl=True),
+}
+"""Named mask strategies; ``auto`` picks ``scl+spectral`` with an SCL layer, else ``spectral``."""
+
+
+def mask_stack(
+    refl: np.ndarray,
+    bands: Sequence[str],
+    *,
+    scl: np.ndarray | None = None,
+    aoi_mask: np.ndarray | None = None,
+    method: str = "auto",
+    params: MaskParams | None = None,
+) -> MaskResult:
+    """Clear masks and per-acquisition clear fractions over the AOI polygon.
+
+    Parameters
+    ----------
+    refl : (T, B, H, W) float32
+        Harmonised reflectance (0-1), NaN where no data (see :func:`harmonise.harmonise`).
+    bands : sequence of str
+        Band names of axis 1.
+    scl : (T, H, W) uint8 or None
+        SCL layer (None for L1C).
+    aoi_mask : (H, W) bool or None
+        True inside the AOI polygon; fractions are over these pixels (all pixels when None).
+    method : str
+        One of :data:`MASK_METHODS` or ``"auto"``.
+
+    Returns
+    -------
+    MaskResult
+
+    Notes
+    -----
+    Memory: a few (T, H, W) bool arrays plus one (B, H, W) float32 median.
+    """
+    p = params or MaskParams()
+    refl = np.asarray(refl)
+    if refl.ndim != 4 or refl.shape[1] != len(bands):
+        raise ValueError(f"refl must be (T, {len(bands)}, H, W) for bands {tuple(bands)}, got {refl.shape}")
+    T, _, H, W = refl.shape
+    if method == "auto":
+        method = "scl+spectral" if scl is not None else "spectral"
+    if method not in MASK_METHODS:
+        raise ValueError(f"unknown mask method {method!r}; use one of auto, {', '.join(MASK_METHODS)}")
+    if scl is not None and scl.shape != (T, H, W):
+        raise ValueError(f"scl must have shape {(T, H, W)}, got {scl.shape}")
+    data_ok = ~np.isnan(refl).any(axis=1)
+    clear = MASK_METHODS[method](scl, refl, bands, data_ok, p)
+    inside = np.ones((H, W), dtype=bool) if aoi_mask is None else np.asarray(aoi_mask, dtype=bool)
+    n_in = max(int(inside.sum()), 1)
+    valid_n = (data_ok & inside).sum(axis=(1, 2)).astype(np.float64)
+    clear_n = (clear & inside).sum(axis=(1, 2)).astype(np.float64)
+    valid_fraction = valid_n / n_in
+    clear_fraction = clear_n / n_in
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cloud_fraction = np.where(valid_n > 0, 1.0 - clear_n / np.maximum(valid_n, 1), 1.0)
+    log.debug("masks (%s): clear fractions %s", method, np.round(clear_fraction, 3).tolist())
+    return MaskResult(clear, valid_fraction, cloud_fraction, clear_fraction, method)

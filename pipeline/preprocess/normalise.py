@@ -1,0 +1,194 @@
+"""Relative radiometric normalisation of the after composite onto the before composite.
+
+IR-MAD (:func:`pipeline.kernels.irmad.irmad`) finds pixels that did not change: it is invariant to
+affine radiometric differences (gain, offset, haze), so its no-change probability is a fair
+selector even when the two dates differ radiometrically. On those pixels an orthogonal (total
+least squares) regression per band gives ``before ~ gain * after + offset`` (Canty and Nielsen
+2008, RSE 112): orthogonal because both dates carry noise, where ordinary least squares would
+bias the gain towards 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Normalisation", "tls_fit", "fit_normalisation", "irmad_nochange", "normalise", "apply_normalisation"]
+
+
+@dataclass(frozen=True, eq=False)
+class Normalisation:
+    """Per-band linear map of a target image onto a reference.
+
+    Attributes
+    ----------
+    gain, offset : (B,) float64
+        ``reference ~ gain * target + offset`` (offset in reflectance units).
+    nochange : (H, W) bool
+        The no-change pixels the fit used.
+    n_nochange : int
+    residual_sd : (B,) float64
+        Standard deviation of ``reference - (gain * target + offset)`` over the no-change pixels,
+        reflectance units.
+    irmad : object or None
+        The IR-MAD result when IR-MAD selected the pixels.
+    """
+
+    gain: np.ndarray
+    offset: np.ndarray
+    nochange: np.ndarray
+    n_nochange: int
+    residual_sd: np.ndarray
+    irmad: object = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "gain": [round(float(g), 5) for g in self.gain],
+            "offset": [round(float(o), 5) for o in self.offset],
+            "n_nochange": int(self.n_nochange),
+            "residual_sd": [round(float(r), 5) for r in self.residual_sd],
+        }
+
+
+def tls_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Orthogonal (total least squares) line ``y ~ slope * x + intercept``.
+
+    The slope is that of the major axis of the 2x2 covariance of ``(x, y)``.
+
+    Parameters
+    ----------
+    x, y : (N,) float
+        Finite samples, N >= 2.
+
+    Returns
+    -------
+    (slope, intercept) : float
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"tls_fit needs two equal-length samples of at least 2 values, got {x.size} and {y.size}")
+    mx, my = x.mean(), y.mean()
+    c = np.cov(np.stack([x - mx, y - my]))
+    w, v = np.linalg.eigh(c)
+    vx, vy = v[:, np.argmax(w)]
+    if abs(vx) < 1e-12:
+        raise ValueError("tls_fit: vertical major axis (target has no variance)")
+    slope = vy / vx
+    return float(slope), float(my - slope * mx)
+
+
+def fit_normalisation(reference: np.ndarray, target: np.ndarray, nochange: np.ndarray, *, min_pixels: int = 50) -> Normalisation:
+    """TLS fit per band of ``reference`` on ``target`` over the ``nochange`` pixels.
+
+    Parameters
+    ----------
+    reference, target : (B, H, W) float32
+        Reflectance, NaN where no data.
+    nochange : (H, W) bool
+        Pixels taken as unchanged.
+    min_pixels : int
+        Fewer usable no-change pixels raise :class:`DataError`.
+    """
+    reference = np.asarray(reference, dtype=np.float32)
+    target = np.asarray(target, dtype=np.float32)
+    if reference.shape != target.shape or reference.ndim != 3:
+        raise ValueError(f"reference and target must be (B, H, W) of one shape, got {reference.shape}, {target.shape}")
+    m = np.asarray(nochange, dtype=bool) & np.isfinite(reference).all(axis=0) & np.isfinite(target).all(axis=0)
+    n = int(m.sum())
+    if n < min_pixels:
+        raise DataError(
+            f"radiometric normalisation: only {n} no-change pixels with data in both composites "
+            f"(need {min_pixels}); the windows overlap too little or changed everywhere"
+        )
+    B = reference.shape[0]
+    gain = np.ones(B)
+    offset = np.zeros(B)
+    sd = np.zeros(B)
+    for b in range(B):
+        x, y = target[b][m], reference[b][m]
+        try:
+            gain[b], offset[b] = tls_fit(x, y)
+        except ValueError:
+            gain[b], offset[b] = 1.0, float(np.mean(y) - np.mean(x))
+        sd[b] = float(np.std(y - (gain[b] * x + offset[b])))
+    return Normalisation(gain, offset, m, n, sd)
+
+
+def irmad_nochange(reference: np.ndarray, target: np.ndarray, *, valid: np.ndarray | None = None, p_min: float = 0.9, **irmad_options):
+    """No-change pixels from IR-MAD: ``p_nochange > p_min``.
+
+    Returns
+    -------
+    (nochange (H, W) bool, IRMADResult)
+    """
+    from ..kernels.irmad import irmad
+
+    res = irmad(reference, target, mask=valid, **irmad_options)
+    p = np.asarray(res.p_nochange)
+    nochange = np.isfinite(p) & (p > p_min)
+    if valid is not None:
+        nochange &= valid
+    return nochange, res
+
+
+def normalise(
+    reference: np.ndarray,
+    target: np.ndarray,
+    *,
+    valid: np.ndarray | None = None,
+    nochange: np.ndarray | None = None,
+    p_min: float = 0.9,
+    min_pixels: int = 50,
+) -> Normalisation:
+    """Fit the map of ``target`` (after) onto ``reference`` (before) on IR-MAD no-change pixels.
+
+    Parameters
+    ----------
+    reference, target : (B, H, W) float32
+        Composites, reflectance, NaN where no data.
+    valid : (H, W) bool or None
+        Pixels eligible (e.g. inside the AOI with data in both); default all finite pixels.
+    nochange : (H, W) bool or None
+        Give to skip IR-MAD.
+    p_min : float
+        IR-MAD no-change probability above which a pixel is taken as unchanged.
+
+    Returns
+    -------
+    Normalisation
+        Apply with :func:`apply_normalisation`.
+    """
+    reference = np.asarray(reference, dtype=np.float32)
+    target = np.asarray(target, dtype=np.float32)
+    fin = np.isfinite(reference).all(axis=0) & np.isfinite(target).all(axis=0)
+    valid = fin if valid is None else (fin & valid)
+    res = None
+    if nochange is None:
+        nochange, res = irmad_nochange(reference, target, valid=valid, p_min=p_min)
+        if int(nochange.sum()) < min_pixels:  # fall back to the most stable pixels
+            p = np.where(valid, np.asarray(res.p_nochange, dtype=np.float64), -1.0)
+            k = min(int(valid.sum()), max(min_pixels, int(0.1 * valid.sum())))
+            if k > 0:
+                cut = np.partition(p[valid], -k)[-k]
+                nochange = valid & (p >= cut)
+    norm = fit_normalisation(reference, target, nochange & valid, min_pixels=min_pixels)
+    if res is not None:
+        norm = Normalisation(norm.gain, norm.offset, norm.nochange, norm.n_nochange, norm.residual_sd, res)
+    log.debug("normalisation: gain %s offset %s on %d pixels", norm.gain.round(4), norm.offset.round(4), norm.n_nochange)
+    return norm
+
+
+def apply_normalisation(target: np.ndarray, norm: Normalisation) -> np.ndarray:
+    """``gain * target + offset`` per band: (B, H, W) or (T, B, H, W) float32 (NaN stays NaN)."""
+    target = np.asarray(target, dtype=np.float32)
+    shape = (-1, 1, 1)
+    g = norm.gain.astype(np.float32).reshape(shape)
+    o = norm.offset.astype(np.float32).reshape(shape)
+    return (target * g + o).astype(np.float32, copy=False)

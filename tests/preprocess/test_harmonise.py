@@ -1,0 +1,66 @@
+"""Harmonisation removes the per-acquisition DN offset decided by metadata."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from pipeline.errors import DataError
+from pipeline.grid import Grid
+from pipeline.preprocess.harmonise import harmonise, offset_handling
+from pipeline.scene import Acquisition, SceneStack
+
+
+def _stack(offsets, baselines):
+    """Planted: the same reflectance (0.1234 in B02, 0.3 in B04) delivered with the given DN offsets;
+    pixel (0, 0) of the second acquisition has no data."""
+    grid = Grid.from_bounds(32634, (500000, 2400000, 500040, 2400030))
+    H, W = grid.shape
+    T = len(offsets)
+    data = np.empty((T, 2, H, W), np.uint16)
+    acq = []
+    for t, (off, pb) in enumerate(zip(offsets, baselines)):
+        data[t, 0] = 1234 + off
+        data[t, 1] = 3000 + off
+        acq.append(Acquisition(f"a{t}", datetime(2022, 1, 10 + 10 * t, tzinfo=timezone.utc), processing_baseline=pb, offset=off))
+    valid = np.ones((T, H, W), bool)
+    if T > 1:
+        valid[1, 0, 0] = False
+    return SceneStack(grid, ("B02", "B04"), data, valid, None, tuple(acq))
+
+
+def test_offset_removed_per_acquisition_from_metadata():
+    s = _stack([0, 1000], ["03.01", "04.00"])
+    h = harmonise(s)
+    assert h.reflectance.dtype == np.float32 and h.reflectance.shape == (2, 2, 3, 4)
+    np.testing.assert_allclose(h.reflectance[0, 0], 0.1234, rtol=1e-6)
+    np.testing.assert_allclose(h.reflectance[1, 0][np.isfinite(h.reflectance[1, 0])], 0.1234, rtol=1e-6)
+    np.testing.assert_allclose(h.reflectance[:, 1, 2, 3], 0.3, rtol=1e-6)
+    assert np.isnan(h.reflectance[1, :, 0, 0]).all()
+    assert h.offsets == (0, 1000)
+    assert "04.00" in h.handling[1] and "-1000" in h.handling[1]
+    assert "no offset" in h.handling[0]
+
+
+def test_band_subset_and_missing_band():
+    s = _stack([0], ["05.09"])
+    assert harmonise(s, bands=["B04"]).reflectance.shape == (1, 1, 3, 4)
+    with pytest.raises(DataError, match="B11"):
+        harmonise(s, bands=["B04", "B11"])
+
+
+def test_suspect_offset_is_reported():
+    """Planted: metadata claims an offset of 5000 DN, above every delivered DN (1234, 3000)."""
+    s = _stack([0], [""])
+    bad = Acquisition("x", s.acquisitions[0].time, processing_baseline="04.00", offset=5000)
+    s2 = SceneStack(s.grid, s.bands, s.data, s.valid, None, (bad,))
+    h = harmonise(s2)
+    assert "suspect" in h.handling[0]
+
+
+def test_negative_offset_rejected():
+    a = Acquisition("neg", datetime(2024, 1, 1, tzinfo=timezone.utc), offset=-5)
+    with pytest.raises(DataError, match="neg"):
+        offset_handling(a)
