@@ -1,0 +1,255 @@
+"""Change objects: from a change mask to classified, vectorised, tracked objects.
+
+The stage, in order::
+
+    change_mask --clean_mask--> label_regions --region_table--> classify_region --> ChangeObject
+                                      \\--polygons (vectorise)--/        ^
+                                       feature_context (AOI runways, aprons ...)
+
+:func:`extract_objects` runs it all; :mod:`.track` gives stable ids and the monitoring
+lifecycle across runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..aoi import AOI
+from ..errors import UsageError
+from ..grid import Grid
+from .classify import CLASSIFIERS, ClassifyThresholds, RegionContext, classify_region, feature_context, get_classifier
+from .label import clean_mask, label_regions, region_table
+from .model import CHANGE_CLASSES, CLASS_CODES, CLASS_COLOURS, NO_CHANGE_CODE, NODATA_CODE, ChangeObject
+from .track import match, object_id, unique_ids, update_lifecycle
+from .vectorise import polygons
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHANGE_CLASSES",
+    "CLASS_CODES",
+    "CLASS_COLOURS",
+    "CLASSIFIERS",
+    "ChangeObject",
+    "ClassifyThresholds",
+    "ObjectParams",
+    "RegionContext",
+    "extract_objects",
+    "match",
+    "object_id",
+    "update_lifecycle",
+]
+
+
+@dataclass(frozen=True)
+class ObjectParams:
+    """Parameters of :func:`extract_objects`.
+
+    Attributes
+    ----------
+    min_area_m2 : float
+        Regions smaller than this (square metres, after cleaning) are dropped as speckle.
+        Default 400 (4 pixels of 10 m).
+    opening_radius_px : int
+        Half-side r in pixels of the (2r+1)-pixel square of the binary opening that removes
+        slivers narrower than 2r+1 pixels (misregistered edges); 0 disables it. Default 1.
+    connectivity : int
+        1 joins pixels by edges only, 2 also diagonally. Default 2.
+    simplify_m : float
+        Polygon simplification tolerance in metres; 0 keeps exact pixel outlines. Default 5.
+    touch_m : float
+        Distance in metres within which an object touches an AOI feature. Default 20.
+    classifier : str or callable
+        A name in :data:`CLASSIFIERS` (default ``"rules"``) or ``fn(props, context, *, thresholds)``.
+    thresholds : ClassifyThresholds
+        Thresholds of the rules (units in :class:`ClassifyThresholds`).
+    id_snap_m : float
+        Lattice spacing in metres of :func:`object_id`. Default 100.
+    max_objects : int
+        At most this many objects are kept, the largest first; the rest are dropped with a
+        warning in the log (a threshold that flagged noise). Default 5000.
+    """
+
+    min_area_m2: float = 400.0
+    opening_radius_px: int = 1
+    connectivity: int = 2
+    simplify_m: float = 5.0
+    touch_m: float = 20.0
+    classifier: str | Callable = "rules"
+    thresholds: ClassifyThresholds = field(default_factory=ClassifyThresholds)
+    id_snap_m: float = 100.0
+    max_objects: int = 5000
+
+    def __post_init__(self):
+        checks = {
+            "min_area_m2": self.min_area_m2 >= 0,
+            "opening_radius_px": isinstance(self.opening_radius_px, (int, np.integer)) and self.opening_radius_px >= 0,
+            "connectivity": self.connectivity in (1, 2),
+            "simplify_m": self.simplify_m >= 0,
+            "touch_m": self.touch_m >= 0,
+            "id_snap_m": self.id_snap_m > 0,
+            "max_objects": self.max_objects >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise UsageError(
+                "invalid ObjectParams: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+                + " (areas and distances >= 0, opening_radius_px a non-negative int, connectivity 1 or 2, max_objects >= 1)"
+            )
+        get_classifier(self.classifier)  # unknown names fail here, listing the valid ones
+
+    def to_dict(self) -> dict:
+        """JSON-able form for manifests."""
+        d = asdict(self)
+        if callable(self.classifier):
+            d["classifier"] = getattr(self.classifier, "__name__", repr(self.classifier))
+        return d
+
+
+def _check(name: str, arr, shape, dtype_kind: str | None = None) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.shape != tuple(shape):
+        raise UsageError(f"{name} has shape {arr.shape}; expected the grid shape {tuple(shape)}")
+    if dtype_kind == "b" and arr.dtype != bool:
+        raise UsageError(f"{name} must be a bool array, got dtype {arr.dtype}")
+    return arr
+
+
+def extract_objects(
+    change_mask: np.ndarray,
+    magnitude: np.ndarray,
+    deltas: Mapping[str, np.ndarray] | None,
+    grid: Grid,
+    aoi: AOI,
+    *,
+    before: str,
+    after: str,
+    params: ObjectParams | None = None,
+    before_img: np.ndarray | None = None,
+    after_img: np.ndarray | None = None,
+    bands: Sequence[str] | None = None,
+    valid: np.ndarray | None = None,
+) -> tuple[list[ChangeObject], np.ndarray]:
+    """Clean, label, measure, classify and vectorise the changed pixels.
+
+    Parameters
+    ----------
+    change_mask : (H, W) bool
+        Changed pixels on ``grid``.
+    magnitude : (H, W) float32
+        Change magnitude (unitless, larger = more change); NaN where no data.
+    deltas : dict of str to (H, W) float32
+        Index deltas after - before with keys among ``ndvi, ndbi, bsi, dbi, mndwi, brightness``
+        (``brightness``: mean reflectance, 0-1); missing keys disable the rules needing them.
+    grid : Grid
+        The grid of every array; object geometries are in ``grid.epsg``.
+    aoi : AOI
+        Its id seeds the object ids; its runways, taxiways, aprons ... give the context.
+    before, after : str, keyword-only
+        The compared windows (ISO dates or ``start/end``), copied into each object.
+    params : ObjectParams, keyword-only, optional
+    before_img, after_img : (B, H, W) float32, keyword-only, optional
+        Reflectance (0-1) composites, NaN where no clear observation; enable the band evidence
+        (SWIR/visible ratio, NDVI and MNDWI before and after).
+    bands : sequence of str, keyword-only
+        Band names of the composites (``B02`` ... ``B12``); required with them.
+    valid : (H, W) bool, keyword-only, optional
+        Pixels with data inside the AOI; default: where ``magnitude`` is finite. Changes outside
+        are ignored.
+
+    Returns
+    -------
+    objects : list of ChangeObject
+        In raster order of their first pixel, status ``detected``, ids from
+        :func:`object_id` (made unique within the run).
+    class_map : (H, W) uint8
+        :data:`CLASS_CODES` of each object's class on its pixels, 0 on valid pixels without an
+        object, 255 where not ``valid``.
+
+    Raises
+    ------
+    UsageError
+        Arrays of the wrong shape or dtype, bad parameters.
+
+    Notes
+    -----
+    Memory: a handful of (H, W) temporaries (labels int32, masks, one float64 layer at a time
+    for the region means), plus two uint8 masks per AOI feature.
+    """
+    p = params or ObjectParams()
+    if not isinstance(grid, Grid):
+        raise UsageError(f"grid must be a pipeline.grid.Grid, got {type(grid).__name__}")
+    shape = grid.shape
+    change_mask = _check("change_mask", change_mask, shape, "b")
+    magnitude = _check("magnitude", magnitude, shape)
+    deltas = {k: _check(f"deltas[{k!r}]", v, shape) for k, v in (deltas or {}).items() if v is not None}
+    if valid is None:
+        valid = np.isfinite(magnitude)
+    else:
+        valid = _check("valid", valid, shape, "b")
+
+    px_area = grid.pixel_area_m2
+    min_pixels = max(1, int(math.ceil(p.min_area_m2 / px_area - 1e-9)))
+    mask = clean_mask(change_mask & valid, opening_radius_px=p.opening_radius_px, min_pixels=min_pixels, connectivity=p.connectivity)
+    labels, n = label_regions(mask, connectivity=p.connectivity)
+    class_map = np.where(valid, np.uint8(NO_CHANGE_CODE), np.uint8(NODATA_CODE)).astype(np.uint8)
+    if n == 0:
+        log.info("no change objects: %d changed pixels, none left after cleaning", int(change_mask.sum()))
+        return [], class_map
+
+    if n > p.max_objects:
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        sizes[0] = -1
+        keep = np.sort(np.argsort(-sizes, kind="stable")[: p.max_objects])
+        log.warning(
+            "%d change objects found; keeping the %d largest (ObjectParams.max_objects); "
+            "the threshold probably flagged noise",
+            n,
+            p.max_objects,
+        )
+        lut = np.zeros(n + 1, np.int32)
+        lut[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+        labels = lut[labels]
+        n = int(keep.size)
+
+    table = region_table(
+        labels, magnitude, deltas, before_img=before_img, after_img=after_img, bands=bands, pixel_size_m=grid.res
+    )
+    contexts = feature_context(labels, grid, aoi, touch_m=p.touch_m)
+    geoms = polygons(labels, grid, simplify_m=p.simplify_m, connectivity=8 if p.connectivity == 2 else 4)
+
+    code_lut = np.zeros(n + 1, np.uint8)
+    drafts = []
+    for lab in sorted(table):
+        props = table[lab]
+        ctx = contexts.get(lab, RegionContext(aoi_kind=aoi.kind))
+        cls, conf, evidence = classify_region(props, ctx, method=p.classifier, thresholds=p.thresholds)
+        code_lut[lab] = CLASS_CODES[cls]
+        geom = geoms[lab]
+        drafts.append((object_id(aoi.id, geom, snap_m=p.id_snap_m), geom, cls, conf, props, ctx, evidence))
+    ids = unique_ids([d[0] for d in drafts])
+    objects = []
+    for oid, (_, geom, cls, conf, props, ctx, evidence) in zip(ids, drafts):
+        objects.append(
+            ChangeObject(
+                id=oid,
+                geometry=geom,
+                cls=cls,
+                confidence=conf,
+                area_m2=float(props["area_m2"]),
+                feature=ctx.feature,
+                before=before,
+                after=after,
+                evidence=evidence,
+            )
+        )
+    on = labels > 0
+    class_map[on] = code_lut[labels[on]]
+    counts = {c: sum(o.cls == c for o in objects) for c in CHANGE_CLASSES}
+    log.info("%d change objects: %s", len(objects), ", ".join(f"{c} {k}" for c, k in counts.items() if k))
+    return objects, class_map

@@ -1,0 +1,626 @@
+"""Classes of change objects: rules over measured properties and their place in the AOI.
+
+A classifier takes the properties of one region (a dict from
+:func:`pipeline.objects.label.region_table`) and its :class:`RegionContext` (which AOI feature
+it touches) and returns ``(cls, confidence, evidence)``. Classifiers are named in
+:data:`CLASSIFIERS`; a callable with the same signature is accepted too.
+
+The default, ``"rules"``, tries the classes in a fixed order and the first rule whose conditions
+hold wins:
+
+1. ``runway_repair``: on a runway or taxiway (mostly inside its polygon, or touching it,
+   elongated and aligned with its axis), with a clear brightness change: darkening is fresh
+   asphalt, brightening new concrete.
+2. ``water``: MNDWI change dominant, with water present before or after.
+3. ``vegetation``: NDVI change dominant.
+4. ``new_structure``: brightening, compact and roughly rectangular, with a built-up signature
+   (SWIR falling relative to the visible bands, DBI up or BSI down: sand has the opposite
+   signature) on ground that was bare.
+5. ``removed_structure``: the reverse: darkening, compact, signature back towards bare ground,
+   on ground that looked built-up.
+6. ``earthworks``: bare soil exposed or moved: BSI up, or a brightness change with SWIR rising.
+7. ``surface_change``: any other clear change mostly on paved features (aprons, hardstands,
+   runways, taxiways, quays).
+8. ``other``.
+
+Deserts: NDBI is weak (bright sand looks built-up), so it is recorded in the evidence but never
+decides a class; DBI, BSI, the SWIR/visible ratio, brightness, shape and context do.
+
+Units: index deltas are unitless (after - before, each index in -1..1); ``brightness`` is the
+mean reflectance of the bands (0-1); areas m^2, lengths m, angles degrees.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import shapely
+from rasterio import features as rio_features
+from shapely.geometry.base import BaseGeometry
+
+from ..aoi import AOI
+from ..errors import UsageError
+from ..grid import Grid
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CLASSIFIERS",
+    "ClassifyThresholds",
+    "RegionContext",
+    "classify_region",
+    "classify_rules",
+    "feature_context",
+    "feature_axis_deg",
+    "get_classifier",
+    "angle_difference",
+    "PAVED_ROLES",
+    "WATER_ROLES",
+]
+
+PAVED_ROLES = ("runway", "taxiway", "apron", "hardstand", "quay")
+"""Feature roles whose surface is paved."""
+WATER_ROLES = ("basin",)
+RUNWAY_ROLES = ("runway", "taxiway")
+
+
+@dataclass(frozen=True)
+class ClassifyThresholds:
+    """Thresholds of the ``rules`` classifier.
+
+    Attributes
+    ----------
+    brightness_min : float
+        Smallest mean brightness change (reflectance, 0-1) that counts as a surface change. 0.03.
+    ndvi_min : float
+        Smallest mean NDVI change that counts as vegetation change. 0.08.
+    mndwi_min : float
+        Smallest mean MNDWI change that counts as water change. 0.15.
+    bsi_min : float
+        Smallest mean BSI rise that counts as bare soil exposed. 0.04.
+    swir_rise_min : float
+        Smallest B11 reflectance rise (0-1) that counts as "SWIR up" for earthworks. 0.02.
+    swir_vis_drop : float
+        Change of the B11 / mean(B02, B03, B04) ratio below ``-swir_vis_drop`` is a built-up
+        signature (above ``+swir_vis_drop`` the reverse). 0.05.
+    dbi_min : float
+        DBI change above ``dbi_min`` is a built-up signature (below ``-dbi_min`` the reverse). 0.02.
+    angle_tol_deg : float
+        Largest angle between a region's axis and a runway axis for "aligned", degrees. 15.
+    runway_elongation_min : float
+        Smallest elongation (major / minor axis) of a repair strip that only touches a runway. 2.5.
+    inside_min : float
+        Fraction of a region inside a feature polygon for "on the feature" (0-1). 0.5.
+    structure_elongation_max : float
+        Largest elongation of a structure. 5.
+    structure_rectangularity_min : float
+        Smallest area / minimum-rotated-rectangle area of a structure (0-1). 0.6.
+    structure_solidity_min : float
+        Smallest area / convex-hull area of a structure (0-1). 0.8.
+    bare_ndvi_max : float
+        Largest NDVI of the ground before for "was bare ground". 0.2.
+    builtup_swir_vis_max : float
+        Largest B11 / mean(B02, B03, B04) ratio that looks built-up (concrete, metal, asphalt are
+        near 1; bright desert sand is about 1.5-2). 1.35.
+    """
+
+    brightness_min: float = 0.03
+    ndvi_min: float = 0.08
+    mndwi_min: float = 0.15
+    bsi_min: float = 0.04
+    swir_rise_min: float = 0.02
+    swir_vis_drop: float = 0.05
+    dbi_min: float = 0.02
+    angle_tol_deg: float = 15.0
+    runway_elongation_min: float = 2.5
+    inside_min: float = 0.5
+    structure_elongation_max: float = 5.0
+    structure_rectangularity_min: float = 0.6
+    structure_solidity_min: float = 0.8
+    bare_ndvi_max: float = 0.2
+    builtup_swir_vis_max: float = 1.35
+
+
+@dataclass(frozen=True)
+class RegionContext:
+    """Where a region lies relative to the AOI's features of interest.
+
+    Attributes
+    ----------
+    feature : str or None
+        Name of the feature the region touches most (e.g. ``"runway 01L/19R"``), None if none.
+    role : str or None
+        Role of that feature (``runway``, ``taxiway``, ``apron`` ...).
+    surface : str or None
+        Its ``surface`` property (``asphalt``, ``concrete`` ...), lower case, if given.
+    inside_fraction : float
+        Fraction of the region's pixels inside that feature's polygon (0-1).
+    touches : bool
+        The region lies within the touch distance of the feature.
+    feature_axis_deg : float or None
+        Azimuth of the feature's long axis, degrees clockwise from grid north in [0, 180).
+    paved_fraction : float
+        Fraction of the region's pixels inside any paved feature (:data:`PAVED_ROLES`), 0-1.
+    water_fraction : float
+        Fraction inside any water feature (:data:`WATER_ROLES`), 0-1.
+    aoi_kind : str
+        The AOI's kind (``airbase``, ``port`` ...).
+    """
+
+    feature: str | None = None
+    role: str | None = None
+    surface: str | None = None
+    inside_fraction: float = 0.0
+    touches: bool = False
+    feature_axis_deg: float | None = None
+    paved_fraction: float = 0.0
+    water_fraction: float = 0.0
+    aoi_kind: str = "site"
+
+
+def angle_difference(a_deg: float, b_deg: float) -> float:
+    """Smallest angle between two axes (undirected lines), degrees in [0, 90]."""
+    d = abs(a_deg - b_deg) % 180.0
+    return min(d, 180.0 - d)
+
+
+def _ramp(x: float, lo: float, hi: float) -> float:
+    """0 at or below ``lo``, 1 at or above ``hi``, linear between."""
+    if hi <= lo:
+        return 1.0 if x >= hi else 0.0
+    return min(1.0, max(0.0, (x - lo) / (hi - lo)))
+
+
+def _get(props: Mapping[str, Any], key: str) -> float | None:
+    v = props.get(key)
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _derived(props: Mapping[str, Any]) -> dict[str, float | None]:
+    """Band-derived measurements: SWIR/visible ratio before/after, NDVI before, B11 change."""
+    out: dict[str, float | None] = {}
+    for w in ("before", "after"):
+        vis = [_get(props, f"{w}_{b}") for b in ("B02", "B03", "B04")]
+        swir = _get(props, f"{w}_B11")
+        red, nir = _get(props, f"{w}_B04"), _get(props, f"{w}_B08")
+        if swir is not None and all(v is not None for v in vis) and sum(vis) > 1e-6:
+            out[f"{w}_swir_vis"] = swir / (sum(vis) / 3.0)
+        if red is not None and nir is not None and (red + nir) > 1e-6:
+            out[f"{w}_ndvi"] = (nir - red) / (nir + red)
+        green = vis[1]
+        if green is not None and swir is not None and (green + swir) > 1e-6:
+            out[f"{w}_mndwi"] = (green - swir) / (green + swir)
+        out[f"{w}_B11"] = swir
+    if out.get("before_swir_vis") is not None and out.get("after_swir_vis") is not None:
+        out["d_swir_vis"] = out["after_swir_vis"] - out["before_swir_vis"]
+    if out.get("before_B11") is not None and out.get("after_B11") is not None:
+        out["d_swir"] = out["after_B11"] - out["before_B11"]
+    return out
+
+
+_MEASURE_KEYS = (
+    "area_m2",
+    "length_m",
+    "width_m",
+    "elongation",
+    "orientation_deg",
+    "rectangularity",
+    "solidity",
+    "mean_magnitude",
+    "d_brightness",
+    "d_ndvi",
+    "d_ndbi",
+    "d_bsi",
+    "d_dbi",
+    "d_mndwi",
+)
+
+UNITS = {
+    "area_m2": "m^2",
+    "length_m": "m",
+    "width_m": "m",
+    "elongation": "ratio major/minor axis",
+    "orientation_deg": "degrees clockwise from grid north, 0-180",
+    "angle_to_feature_deg": "degrees",
+    "rectangularity": "area / minimum rotated rectangle area",
+    "solidity": "area / convex hull area",
+    "inside_fraction": "0-1",
+    "mean_magnitude": "change magnitude (unitless)",
+    "d_brightness": "mean reflectance change (0-1 scale)",
+    "d_swir": "B11 reflectance change (0-1 scale)",
+    "swir_vis": "B11 / mean(B02, B03, B04)",
+}
+"""Units of the measurements recorded in the evidence; index deltas (``d_*``) are unitless."""
+
+
+def _r(v: float | None, nd: int = 4) -> float | None:
+    return None if v is None else round(float(v), nd)
+
+
+def classify_rules(
+    props: Mapping[str, Any], context: RegionContext | None = None, *, thresholds: ClassifyThresholds | None = None
+) -> tuple[str, float, dict]:
+    """The default rule-based classifier (see the module docstring for the rules and their order).
+
+    Parameters
+    ----------
+    props : dict
+        One region's properties from :func:`pipeline.objects.label.region_table`; missing deltas
+        or bands simply disable the checks that need them.
+    context : RegionContext, optional
+        Where the region lies; default: touching no feature.
+    thresholds : ClassifyThresholds, keyword-only, optional
+
+    Returns
+    -------
+    cls : str
+        One of :data:`pipeline.objects.model.CHANGE_CLASSES`.
+    confidence : float
+        0-1: how clearly the measurements pass the rule's thresholds.
+    evidence : dict
+        JSON-able: ``rule`` (``"<class>.<variant>"``), ``reason`` (one sentence), ``measurements``
+        (the key values, rounded), ``units`` and ``feature`` context.
+    """
+    t = thresholds or ClassifyThresholds()
+    ctx = context or RegionContext()
+    der = _derived(props)
+    dB = _get(props, "d_brightness")
+    dN = _get(props, "d_ndvi")
+    dW = _get(props, "d_mndwi")
+    dS = _get(props, "d_bsi")
+    dD = _get(props, "d_dbi")
+    d_sv = der.get("d_swir_vis")
+    d_swir = der.get("d_swir")
+    elong = _get(props, "elongation") or 1.0
+    rect = _get(props, "rectangularity") or 0.0
+    solid = _get(props, "solidity") or 0.0
+    orient = _get(props, "orientation_deg")
+
+    meas: dict[str, Any] = {k: _r(_get(props, k)) for k in _MEASURE_KEYS if _get(props, k) is not None}
+    for k in ("before_swir_vis", "after_swir_vis", "d_swir_vis", "d_swir", "before_ndvi", "before_mndwi", "after_mndwi"):
+        if der.get(k) is not None:
+            meas[k] = _r(der[k])
+    angle = None
+    if orient is not None and ctx.feature_axis_deg is not None:
+        angle = angle_difference(orient, ctx.feature_axis_deg)
+        meas["angle_to_feature_deg"] = _r(angle, 2)
+    if ctx.feature is not None:
+        meas["inside_fraction"] = _r(ctx.inside_fraction, 3)
+
+    def done(cls: str, variant: str, conf: float, reason: str) -> tuple[str, float, dict]:
+        ev = {
+            "rule": f"{cls}.{variant}",
+            "reason": reason,
+            "measurements": meas,
+            "units": {k: UNITS[k] for k in meas if k in UNITS} | {"d_*": "index change, unitless"},
+            "context": {
+                "feature": ctx.feature,
+                "role": ctx.role,
+                "touches": bool(ctx.touches),
+                "paved_fraction": _r(ctx.paved_fraction, 3),
+                "aoi_kind": ctx.aoi_kind,
+            },
+        }
+        return cls, round(min(1.0, max(0.0, conf)), 3), ev
+
+    absB = abs(dB) if dB is not None else 0.0
+    absN = abs(dN) if dN is not None else 0.0
+    absW = abs(dW) if dW is not None else 0.0
+    absS = abs(dS) if dS is not None else 0.0
+    greening = dN is not None and dN >= t.ndvi_min
+
+    # 1. runway repair -----------------------------------------------------------------------
+    if ctx.role in RUNWAY_ROLES and absB >= t.brightness_min and not greening:
+        inside = ctx.inside_fraction >= t.inside_min
+        aligned = angle is not None and angle <= t.angle_tol_deg and elong >= t.runway_elongation_min
+        if inside or (ctx.touches and aligned):
+            darker = dB < 0
+            conf = 0.45 + 0.25 * _ramp(absB, t.brightness_min, 3 * t.brightness_min)
+            conf += 0.15 * min(1.0, ctx.inside_fraction / max(t.inside_min, 1e-6))
+            conf += 0.15 if aligned else 0.0
+            where = "inside" if inside else "along"
+            what = "darkening (fresh asphalt)" if darker else "brightening (new concrete or fresh paint)"
+            return done(
+                "runway_repair",
+                "darkening" if darker else "brightening",
+                conf,
+                f"{what} of {absB:.3f} reflectance {where} {ctx.feature}"
+                + (f", axis within {angle:.0f} deg of it" if aligned else ""),
+            )
+
+    # 2. water ---------------------------------------------------------------------------------
+    if dW is not None and absW >= t.mndwi_min and absW >= absN:
+        before_w, after_w = der.get("before_mndwi"), der.get("after_mndwi")
+        if before_w is not None or after_w is not None:
+            has_water = max(v for v in (before_w, after_w) if v is not None) > 0.0
+        else:
+            has_water = absW >= 2 * t.mndwi_min or ctx.water_fraction >= t.inside_min
+        if has_water:
+            conf = 0.5 + 0.4 * _ramp(absW, t.mndwi_min, 3 * t.mndwi_min) + 0.1 * (ctx.water_fraction >= t.inside_min)
+            variant = "appeared" if dW > 0 else "receded"
+            return done("water", variant, conf, f"MNDWI {'rose' if dW > 0 else 'fell'} by {absW:.2f}, more than NDVI changed")
+
+    # 3. vegetation ----------------------------------------------------------------------------
+    if dN is not None and absN >= t.ndvi_min and absN >= absS:
+        conf = 0.5 + 0.4 * _ramp(absN, t.ndvi_min, 3 * t.ndvi_min) + 0.1 * (absN >= 2 * absS)
+        variant = "growth" if dN > 0 else "loss"
+        return done("vegetation", variant, conf, f"NDVI {'rose' if dN > 0 else 'fell'} by {absN:.2f}, the dominant index change")
+
+    compact = (
+        elong <= t.structure_elongation_max
+        and rect >= t.structure_rectangularity_min
+        and solid >= t.structure_solidity_min
+    )
+    built_signs = []  # signs that the surface became more built-up (positive) or less (negative)
+    if d_sv is not None and abs(d_sv) >= t.swir_vis_drop:
+        built_signs.append(("swir_vis", -1 if d_sv > 0 else 1))
+    if dD is not None and abs(dD) >= t.dbi_min:
+        built_signs.append(("dbi", 1 if dD > 0 else -1))
+    if dS is not None and abs(dS) >= t.bsi_min:
+        built_signs.append(("bsi", -1 if dS > 0 else 1))
+    toward_built = sum(s for _, s in built_signs)
+    before_ndvi = der.get("before_ndvi")
+    was_bare = before_ndvi is None or before_ndvi <= t.bare_ndvi_max
+    before_sv = der.get("before_swir_vis")
+    was_built = before_sv is None or before_sv <= t.builtup_swir_vis_max
+    on_paved = ctx.paved_fraction >= t.inside_min
+
+    # 4. new structure -------------------------------------------------------------------------
+    if dB is not None and dB >= t.brightness_min and compact and toward_built > 0 and was_bare and not on_paved:
+        n_signs = sum(1 for _, s in built_signs if s > 0)
+        conf = 0.4 + 0.2 * _ramp(dB, t.brightness_min, 3 * t.brightness_min) + 0.1 * n_signs + 0.1 * _ramp(rect, t.structure_rectangularity_min, 0.9)
+        signs = ", ".join(n for n, s in built_signs if s > 0)
+        return done(
+            "new_structure",
+            "bright_compact",
+            conf,
+            f"compact rectangular brightening of {dB:.3f} reflectance with a built-up signature ({signs}) on bare ground",
+        )
+
+    # 5. removed structure ---------------------------------------------------------------------
+    if dB is not None and dB <= -t.brightness_min and compact and toward_built < 0 and was_built and not on_paved:
+        n_signs = sum(1 for _, s in built_signs if s < 0)
+        conf = 0.35 + 0.2 * _ramp(-dB, t.brightness_min, 3 * t.brightness_min) + 0.1 * n_signs + 0.1 * _ramp(rect, t.structure_rectangularity_min, 0.9)
+        signs = ", ".join(n for n, s in built_signs if s < 0)
+        return done(
+            "removed_structure",
+            "dark_compact",
+            conf,
+            f"compact rectangular darkening of {-dB:.3f} reflectance with the signature returning to bare ground ({signs})",
+        )
+
+    # 6. earthworks ----------------------------------------------------------------------------
+    bsi_up = dS is not None and dS >= t.bsi_min
+    swir_up = d_swir is not None and d_swir >= t.swir_rise_min and absB >= t.brightness_min
+    if (bsi_up or swir_up) and not greening and not on_paved:
+        irregular = not compact
+        conf = 0.45 + 0.25 * _ramp(dS if dS is not None else 0.0, t.bsi_min, 3 * t.bsi_min)
+        conf += 0.15 * bool(swir_up) + 0.15 * irregular
+        why = []
+        if bsi_up:
+            why.append(f"BSI rose by {dS:.2f}")
+        if swir_up:
+            why.append(f"SWIR rose by {d_swir:.3f} reflectance with a brightness change")
+        if irregular:
+            why.append("irregular shape")
+        return done("earthworks", "bare_soil", conf, "bare soil exposed: " + ", ".join(why))
+
+    # 7. surface change on paved areas ---------------------------------------------------------
+    if on_paved and (absB >= t.brightness_min or absS >= t.bsi_min or (dD is not None and abs(dD) >= t.dbi_min)):
+        conf = 0.4 + 0.3 * _ramp(absB, t.brightness_min, 3 * t.brightness_min) + 0.2 * min(1.0, ctx.paved_fraction)
+        return done(
+            "surface_change",
+            "paved",
+            conf,
+            f"surface change on paved {ctx.role or 'area'} {ctx.feature or ''}".rstrip()
+            + f" (brightness change {dB if dB is not None else float('nan'):+.3f})",
+        )
+
+    # 8. other ---------------------------------------------------------------------------------
+    mag = _get(props, "mean_magnitude")
+    conf = 0.3 if mag is None else 0.2 + 0.2 * _ramp(mag, 0.0, 3.0)
+    return done("other", "unexplained", conf, "change detected but no class rule matched")
+
+
+ClassifierFn = Callable[..., tuple[str, float, dict]]
+
+CLASSIFIERS: dict[str, ClassifierFn] = {"rules": classify_rules}
+"""Named classifiers: ``fn(props, context, *, thresholds) -> (cls, confidence, evidence)``."""
+
+
+def get_classifier(method: str | ClassifierFn) -> ClassifierFn:
+    """The classifier named ``method`` (or ``method`` itself when callable)."""
+    if callable(method):
+        return method
+    try:
+        return CLASSIFIERS[method]
+    except KeyError:
+        raise UsageError(f"unknown classifier {method!r}; use one of {', '.join(sorted(CLASSIFIERS))} or pass a callable") from None
+
+
+def classify_region(
+    props: Mapping[str, Any],
+    context: RegionContext | None = None,
+    *,
+    method: str | ClassifierFn = "rules",
+    thresholds: ClassifyThresholds | None = None,
+) -> tuple[str, float, dict]:
+    """Class, confidence and evidence of one region.
+
+    Parameters
+    ----------
+    props : dict
+        From :func:`pipeline.objects.label.region_table`.
+    context : RegionContext, optional
+    method : str or callable, keyword-only
+        A name in :data:`CLASSIFIERS` or a callable ``fn(props, context, *, thresholds)``.
+    thresholds : ClassifyThresholds, keyword-only, optional
+
+    Raises
+    ------
+    UsageError
+        (a ``ValueError``) for an unknown method name, listing the valid ones, or a classifier
+        returning a class outside :data:`pipeline.objects.model.CHANGE_CLASSES`.
+    """
+    from .model import CHANGE_CLASSES
+
+    fn = get_classifier(method)
+    cls, conf, evidence = fn(props, context, thresholds=thresholds)
+    if cls not in CHANGE_CLASSES:
+        raise UsageError(f"classifier {method!r} returned unknown class {cls!r}; use one of {', '.join(CHANGE_CLASSES)}")
+    evidence = dict(evidence)
+    if "thresholds" not in evidence and thresholds is not None:
+        evidence["thresholds"] = asdict(thresholds)
+    return cls, float(min(1.0, max(0.0, conf))), evidence
+
+
+# ----------------------------------------------------------------------------------------------
+# context: which AOI feature each region touches
+
+
+def feature_axis_deg(geom: BaseGeometry) -> float | None:
+    """Azimuth of a feature's long axis, degrees clockwise from grid north in [0, 180).
+
+    Polygons: the long side of their minimum rotated rectangle; lines: first to last vertex.
+    None for points and empty or degenerate geometries.
+    """
+    if geom is None or geom.is_empty:
+        return None
+    if geom.geom_type in ("LineString", "MultiLineString"):
+        lines = list(getattr(geom, "geoms", [geom]))
+        line = max(lines, key=lambda g: g.length)
+        (x0, y0), (x1, y1) = line.coords[0], line.coords[-1]
+        dx, dy = x1 - x0, y1 - y0
+    elif geom.geom_type in ("Polygon", "MultiPolygon"):
+        rect = shapely.oriented_envelope(geom)
+        if rect.geom_type != "Polygon":
+            return None
+        xy = np.asarray(rect.exterior.coords)[:3]
+        s1, s2 = xy[1] - xy[0], xy[2] - xy[1]
+        dx, dy = s1 if np.hypot(*s1) >= np.hypot(*s2) else s2
+    else:
+        return None
+    if dx == 0 and dy == 0:
+        return None
+    return math.degrees(math.atan2(dx, dy)) % 180.0
+
+
+def _feature_polygon(feature, geom: BaseGeometry, default_width_m: float) -> BaseGeometry:
+    """Polygons stay; lines and points become a buffer of the feature's ``width_m`` (or default)."""
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    try:
+        width = float(feature.properties.get("width_m") or default_width_m)
+    except (TypeError, ValueError):
+        width = default_width_m
+    return geom.buffer(max(width, 1.0) / 2.0, cap_style="flat" if geom.geom_type != "Point" else "round")
+
+
+def _burn(geom: BaseGeometry, grid: Grid) -> np.ndarray:
+    """(H, W) bool of the pixels whose centre lies in ``geom`` (all touched when that is none)."""
+    kw = dict(out_shape=grid.shape, transform=grid.transform, fill=0, default_value=1, dtype="uint8")
+    m = rio_features.rasterize([geom], all_touched=False, **kw).astype(bool)
+    if not m.any():
+        m = rio_features.rasterize([geom], all_touched=True, **kw).astype(bool)
+    return m
+
+
+def feature_context(
+    labels: np.ndarray,
+    grid: Grid,
+    aoi: AOI,
+    *,
+    touch_m: float = 20.0,
+    default_width_m: float = 20.0,
+) -> dict[int, RegionContext]:
+    """For every labelled region, the AOI feature it touches and the share on paved/water features.
+
+    Parameters
+    ----------
+    labels : (H, W) int
+        Region labels on ``grid`` (0 background).
+    grid : Grid
+    aoi : AOI
+        Its features are projected to ``grid.epsg``.
+    touch_m : float, keyword-only
+        A region within this distance (metres) of a feature touches it.
+    default_width_m : float, keyword-only
+        Width given to line features without a ``width_m`` property.
+
+    Returns
+    -------
+    dict of int to RegionContext
+        One entry per label present. The feature chosen is the one holding most of the region's
+        pixels, else the one whose ``touch_m`` buffer holds most of them.
+
+    Notes
+    -----
+    Cost: two rasterisations of each feature onto the grid and one ``bincount`` per mask.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    area = np.bincount(labels.ravel(), minlength=n + 1)[: n + 1].astype(np.float64)
+    present = [int(i) for i in np.nonzero(area)[0] if i > 0]
+    kind = getattr(aoi, "kind", "site")
+    if not present:
+        return {}
+    best_inside = np.zeros(n + 1)
+    best_touch = np.zeros(n + 1)
+    best_in_idx = np.full(n + 1, -1)
+    best_touch_idx = np.full(n + 1, -1)
+    paved = np.zeros(grid.shape, bool)
+    water = np.zeros(grid.shape, bool)
+    feats = []
+    for k, (f, geom) in enumerate(aoi.features_in(grid.epsg)):
+        poly = _feature_polygon(f, geom, default_width_m)
+        if poly.is_empty:
+            continue
+        inside = _burn(poly, grid)
+        touch = _burn(poly.buffer(touch_m), grid) if touch_m > 0 else inside
+        if f.role in PAVED_ROLES:
+            paved |= inside
+        if f.role in WATER_ROLES:
+            water |= inside
+        cin = np.bincount(labels[inside], minlength=n + 1)[: n + 1]
+        ctouch = np.bincount(labels[touch], minlength=n + 1)[: n + 1]
+        better = cin > best_inside
+        best_inside[better] = cin[better]
+        best_in_idx[better] = k
+        better = ctouch > best_touch
+        best_touch[better] = ctouch[better]
+        best_touch_idx[better] = k
+        feats.append((k, f, geom))
+    by_idx = {k: (f, geom) for k, f, geom in feats}
+    paved_c = np.bincount(labels[paved], minlength=n + 1)[: n + 1]
+    water_c = np.bincount(labels[water], minlength=n + 1)[: n + 1]
+    axes = {k: feature_axis_deg(geom) for k, (f, geom) in by_idx.items()}
+    out: dict[int, RegionContext] = {}
+    for lab in present:
+        k = int(best_in_idx[lab]) if best_inside[lab] > 0 else int(best_touch_idx[lab])
+        common = dict(
+            paved_fraction=float(paved_c[lab] / area[lab]),
+            water_fraction=float(water_c[lab] / area[lab]),
+            aoi_kind=kind,
+        )
+        if k < 0:
+            out[lab] = RegionContext(**common)
+            continue
+        f, _ = by_idx[k]
+        inside_frac = float(best_inside[lab] / area[lab]) if int(best_in_idx[lab]) == k else 0.0
+        out[lab] = RegionContext(
+            feature=f.name,
+            role=f.role,
+            surface=f.surface,
+            inside_fraction=inside_frac,
+            touches=True,
+            feature_axis_deg=axes.get(k),
+            **common,
+        )
+    return out
