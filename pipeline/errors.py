@@ -75,3 +75,7 @@ class CloudyScene(UserWarning):
 
 class MissingOptionalDependency(PipelineError, ImportError):
     """An optional extra is needed: the message says which ``pip install`` brings it."""
+
+
+class OutputError(PipelineError, ValueError):
+    """A detection result cannot be written: arrays or objects disagree with the grid or contracts."""
