@@ -372,6 +372,19 @@ class State:
                 rows,
             )
 
+    def replace_open_objects(self, aoi_id: str, objects: Iterable[ChangeObject], *, run_id: str | None = None) -> None:
+        """Make ``objects`` the tracked set of ``aoi_id``: upsert them and delete open (not ``gone``)
+        rows they no longer contain (transient candidates dropped by the lifecycle)."""
+        objects = list(objects)
+        keep = {o.id for o in objects}
+        with self.transaction():
+            for (oid,) in self.conn.execute(
+                "SELECT object_id FROM objects WHERE aoi_id = ? AND status != 'gone'", (aoi_id,)
+            ).fetchall():
+                if oid not in keep:
+                    self.conn.execute("DELETE FROM objects WHERE aoi_id = ? AND object_id = ?", (aoi_id, oid))
+            self.save_objects(aoi_id, objects, run_id=run_id)
+
     def counts(self, aoi_id: str) -> dict[str, int]:
         """Number of objects of ``aoi_id`` per lifecycle status."""
         return {
