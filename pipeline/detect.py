@@ -1,0 +1,602 @@
+"""Detection: compare the clear acquisitions of a ``before`` window with those of an ``after`` window.
+
+The stages, in order (each timed in ``DetectionResult.timings``)::
+
+    search + read        source.search / source.read (or a given SceneStack)
+    harmonise            remove each acquisition's DN offset (metadata) -> float32 reflectance
+    masks                SCL + spectral cloud/haze/shadow tests; drop acquisitions below
+                         ``min_clear_fraction`` of the AOI (recorded with the reason)
+    coregister           global sub-pixel shift of every acquisition against the clearest
+                         before acquisition (phase correlation of gradients); weak peaks dropped
+    composite            per-pixel median of the clear observations of each window
+    normalise            IR-MAD no-change pixels, orthogonal regression per band after -> before
+    kernels              change magnitude (CVA, z-scored CVA or IR-MAD chi2) and index deltas
+    threshold            automatic threshold of the magnitude plus a floor in reflectance CVA
+    persistence          the change must hold in ``min_persistence`` individual clear after
+                         acquisitions (a parked aircraft, a ship, a missed cloud does not)
+    objects              cleanup, labelling, polygons and classes (pipeline.objects)
+
+Example
+-------
+>>> from pipeline import load_aoi, get_source
+>>> from pipeline.detect import detect
+>>> res = detect(load_aoi("maaten-al-sarra"), get_source("simulated"),
+...              before=(date(2024, 3, 1), date(2024, 8, 31)), after=(date(2025, 5, 1), date(2025, 10, 31)))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .aoi import AOI
+from .errors import NoDataError, UsageError
+from .grid import Grid
+from .objects import ObjectParams
+from .objects.model import NODATA_CODE
+from .preprocess.cloudmask import MASK_METHODS, MaskParams, mask_stack
+from .preprocess.composite import median_composite
+from .preprocess.coregister import apply_shift, estimate_shift
+from .preprocess.harmonise import harmonise
+from .preprocess.normalise import Normalisation, apply_normalisation, fit_normalisation, normalise
+from .result import AcquisitionRecord, DetectionResult
+from .scene import SceneStack
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DetectParams", "MAGNITUDES", "detect", "detect_stacks", "aoi_mask"]
+
+DEFAULT_BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11", "B12")
+"""Bands read and composited: the report needs B02 B03 B04 B8A B11 B12, the indices B08."""
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Every tunable of a detection, with defaults.
+
+    Attributes
+    ----------
+    bands : tuple of str
+        Bands read, composited and compared. Default :data:`DEFAULT_BANDS`.
+    max_cloud : float or None
+        Scene cloud cover (metadata, percent) above which the search skips an acquisition.
+        Default 80.
+    mask_method : str
+        ``auto`` (SCL + spectral when SCL exists, else spectral), ``scl``, ``spectral`` or
+        ``scl+spectral``.
+    mask : MaskParams
+        Thresholds of the cloud/haze/shadow masks (see :class:`MaskParams`).
+    min_clear_fraction : float
+        Acquisitions with less of the AOI clear (0-1) are dropped. Default 0.3.
+    coregister : bool
+        Estimate and apply a global shift per acquisition. Default True.
+    coreg_band : str
+        Band the shift is estimated on. Default ``B04`` (10 m, high contrast on paved surfaces).
+    coreg_upsample : int
+        Precision of the shift, 1/``coreg_upsample`` pixel. Default 20.
+    coreg_min_peak : float
+        Minimum gradient correlation (0-1) after alignment; weaker acquisitions are dropped.
+    coreg_max_shift_px : float
+        Largest plausible shift, 10 m pixels. Default 3.
+    normalise : bool
+        Map the after composite onto the before composite (IR-MAD + orthogonal regression).
+    nochange_p : float
+        IR-MAD no-change probability above which a pixel feeds the normalisation. Default 0.9.
+    magnitude : str
+        Change magnitude: ``cva`` (reflectance units), ``zscore_cva`` or ``irmad_chi2``.
+    threshold : str
+        Threshold method of the magnitude: ``otsu``, ``kittler-illingworth`` or ``chi2``
+        (``irmad_chi2`` only), or ``none`` (only the floor below).
+    min_cva : float
+        Floor: a pixel changed only if its CVA over ``bands`` is at least this (reflectance).
+        Protects no-change pairs, where any automatic threshold cuts into noise. Default 0.06.
+    chi2_p : float
+        Significance of the ``chi2`` threshold (probability of no change below). Default 0.001.
+    smooth_px : float
+        Gaussian sigma (pixels) of the magnitude before thresholding; 0 = none. Default 0.
+    min_persistence : int
+        A changed pixel must also be changed in at least this many individual clear after
+        acquisitions. Default 2.
+    persistence_factor : float
+        An individual acquisition counts as changed at ``persistence_factor`` times the
+        composite threshold (single dates are noisier). Default 0.75.
+    objects : ObjectParams
+        Parameters of :func:`pipeline.objects.extract_objects` (cleanup, minimum area, rules).
+    """
+
+    bands: tuple[str, ...] = DEFAULT_BANDS
+    max_cloud: float | None = 80.0
+    mask_method: str = "auto"
+    mask: MaskParams = field(default_factory=MaskParams)
+    min_clear_fraction: float = 0.3
+    coregister: bool = True
+    coreg_band: str = "B04"
+    coreg_upsample: int = 20
+    coreg_min_peak: float = 0.3
+    coreg_max_shift_px: float = 3.0
+    normalise: bool = True
+    nochange_p: float = 0.9
+    magnitude: str = "cva"
+    threshold: str = "otsu"
+    min_cva: float = 0.06
+    chi2_p: float = 0.001
+    smooth_px: float = 0.0
+    min_persistence: int = 2
+    persistence_factor: float = 0.75
+    objects: ObjectParams = field(default_factory=ObjectParams)
+
+    def __post_init__(self):
+        if self.mask_method != "auto" and self.mask_method not in MASK_METHODS:
+            raise UsageError(f"mask_method {self.mask_method!r}: use one of auto, {', '.join(MASK_METHODS)}")
+        if self.magnitude not in MAGNITUDES:
+            raise UsageError(f"magnitude {self.magnitude!r}: use one of {', '.join(MAGNITUDES)}")
+        valid_thr = ("otsu", "kittler-illingworth", "chi2", "none")
+        if self.threshold not in valid_thr:
+            raise UsageError(f"threshold {self.threshold!r}: use one of {', '.join(valid_thr)}")
+        if self.threshold == "chi2" and self.magnitude != "irmad_chi2":
+            raise UsageError("threshold 'chi2' needs magnitude 'irmad_chi2'")
+        if not 0.0 <= self.min_clear_fraction <= 1.0:
+            raise UsageError(f"min_clear_fraction must be in [0, 1], got {self.min_clear_fraction}")
+        if self.min_persistence < 0:
+            raise UsageError(f"min_persistence must be >= 0, got {self.min_persistence}")
+        if self.coreg_band not in self.bands:
+            raise UsageError(f"coreg_band {self.coreg_band!r} is not among bands {self.bands}")
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("mask", "objects")}
+        d["bands"] = list(self.bands)
+        d["mask"] = asdict(self.mask)
+        d["mask"]["scl_classes"] = list(self.mask.scl_classes)
+        d["objects"] = self.objects.to_dict()
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+# magnitudes
+
+
+def _mag_cva(before, after, bands, inside, irmad_res):
+    from .kernels.metrics import cva
+
+    return cva(before, after)
+
+
+def _mag_zscore(before, after, bands, inside, irmad_res):
+    from .kernels.metrics import zscore_cva
+
+    return zscore_cva(before, after, mask=inside)
+
+
+def _mag_chi2(before, after, bands, inside, irmad_res):
+    if irmad_res is None:
+        from .kernels.irmad import irmad
+
+        irmad_res = irmad(before, after, mask=inside)
+    return np.asarray(irmad_res.chi2, dtype=np.float32)
+
+
+MAGNITUDES: dict[str, Callable] = {"cva": _mag_cva, "zscore_cva": _mag_zscore, "irmad_chi2": _mag_chi2}
+"""Named change magnitudes: ``(before, after, bands, inside, irmad_result) -> (H, W) float32``."""
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+class _Timer:
+    def __init__(self):
+        self.t: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t[stage] = round(self.t.get(stage, 0.0) + time.perf_counter() - t0, 4)
+
+
+def aoi_mask(aoi: AOI, grid: Grid) -> np.ndarray:
+    """(H, W) bool: True for pixels whose centre lies inside the AOI polygon."""
+    from rasterio.features import geometry_mask
+
+    geom = aoi.to_crs(aoi.geometry, grid.epsg)
+    return geometry_mask([geom], out_shape=grid.shape, transform=grid.transform, invert=True)
+
+
+def _window_str(w: tuple[date, date]) -> str:
+    return f"{w[0].isoformat()}/{w[1].isoformat()}"
+
+
+def _check_window(name: str, w) -> tuple[date, date]:
+    try:
+        a, b = w
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a (start, end) pair of dates, got {w!r}") from None
+    if not (isinstance(a, date) and isinstance(b, date)):
+        raise UsageError(f"{name} must be a (start, end) pair of datetime.date, got {w!r}")
+    if a > b:
+        raise UsageError(f"{name} window starts after it ends: {a} > {b}")
+    return a, b
+
+
+@dataclass
+class _Window:
+    """Working state of one window."""
+
+    name: str
+    stack: SceneStack
+    refl: np.ndarray  # (T, B, H, W) float32; NaN where not clear
+    records: list[dict]
+    used: list[int]
+
+
+def _prepare(name: str, stack: SceneStack, params: DetectParams, inside: np.ndarray, timer: _Timer) -> _Window:
+    """Harmonise and mask one window; drop acquisitions too cloudy."""
+    with timer("harmonise"):
+        h = harmonise(stack, bands=params.bands)
+    with timer("masks"):
+        m = mask_stack(h.reflectance, h.bands, scl=stack.scl, aoi_mask=inside, method=params.mask_method, params=params.mask)
+    refl = h.reflectance
+    records, used = [], []
+    for t, acq in enumerate(stack.acquisitions):
+        refl[t][:, ~m.clear[t]] = np.nan
+        rec = dict(
+            id=acq.id,
+            date=acq.date.isoformat(),
+            window=name,
+            platform=acq.platform,
+            processing_baseline=acq.processing_baseline,
+            offset=int(h.offsets[t]),
+            offset_handling=h.handling[t],
+            cloud_cover=acq.cloud_cover,
+            cloud_fraction=round(float(m.cloud_fraction[t]), 4),
+            valid_fraction=round(float(m.valid_fraction[t]), 4),
+            shift_px=None,
+            used=True,
+            reason="",
+        )
+        if m.clear_fraction[t] < params.min_clear_fraction:
+            rec["used"] = False
+            if m.valid_fraction[t] < params.min_clear_fraction:
+                rec["reason"] = f"no data over {100 * (1 - m.valid_fraction[t]):.0f}% of the AOI"
+            else:
+                rec["reason"] = (
+                    f"cloudy: {100 * m.clear_fraction[t]:.0f}% of the AOI clear "
+                    f"< min_clear_fraction {100 * params.min_clear_fraction:.0f}% ({m.method} mask)"
+                )
+            log.warning("%s acquisition %s dropped (CloudyScene): %s", name, acq.id, rec["reason"])
+        else:
+            used.append(t)
+        records.append(rec)
+    return _Window(name, stack, refl, records, used)
+
+
+def _no_data(name: str, window: tuple[date, date], w: _Window | None, n_found: int) -> NoDataError:
+    if w is None or n_found == 0:
+        why = "the source found no acquisition over the AOI in that window"
+    else:
+        reasons = "; ".join(f"{r['date']}: {r['reason']}" for r in w.records if not r["used"])
+        why = f"all {n_found} were dropped ({reasons})"
+    return NoDataError(
+        f"no usable acquisition in the {name} window {_window_str(window)}: {n_found} found, {why}. "
+        f"Widen the window, raise max_cloud or lower min_clear_fraction."
+    )
+
+
+def _coregister(windows: list[_Window], params: DetectParams, timer: _Timer) -> str | None:
+    """Shift every used acquisition onto the clearest before acquisition; drop weak matches."""
+    before = windows[0]
+    bi = params.bands.index(params.coreg_band)
+    clear_n = [np.isfinite(before.refl[t, bi]).sum() for t in before.used]
+    ref_t = before.used[int(np.argmax(clear_n))]
+    ref_img = before.refl[ref_t, bi]
+    ref_id = before.stack.acquisitions[ref_t].id
+    with timer("coregister"):
+        for w in windows:
+            keep = []
+            for t in w.used:
+                rec = w.records[t]
+                if w is before and t == ref_t:
+                    rec["shift_px"] = (0.0, 0.0)
+                    keep.append(t)
+                    continue
+                est = estimate_shift(
+                    ref_img,
+                    w.refl[t, bi],
+                    upsample=params.coreg_upsample,
+                    min_peak=params.coreg_min_peak,
+                    max_shift_px=params.coreg_max_shift_px,
+                )
+                if not est.ok:
+                    rec["used"] = False
+                    rec["reason"] = f"co-registration: {est.reason}"
+                    log.warning("%s acquisition %s dropped: %s", w.name, rec["id"], rec["reason"])
+                    continue
+                rec["shift_px"] = (round(est.dy, 3), round(est.dx, 3))
+                w.refl[t] = apply_shift(w.refl[t], est.shift)
+                keep.append(t)
+            w.used = keep
+    return ref_id
+
+
+def _threshold(values: np.ndarray, method: str, *, dof: int, chi2_p: float) -> float:
+    if method == "none":
+        return 0.0
+    from .kernels.thresholds import threshold
+
+    if method == "chi2":
+        return float(threshold(values, "chi2", dof=dof, alpha=chi2_p))
+    return float(threshold(values, method, sample=1_000_000))
+
+
+def _persistence(
+    before_c: np.ndarray,
+    after: _Window,
+    norm: Normalisation | None,
+    changed: np.ndarray,
+    params: DetectParams,
+    cva_threshold: float,
+) -> tuple[np.ndarray, int]:
+    """Count, per pixel, the individual clear after acquisitions where the change holds."""
+    from .kernels.metrics import cva
+
+    count = np.zeros(changed.shape, dtype=np.uint16)
+    thr = params.persistence_factor * cva_threshold
+    for t in after.used:
+        img = after.refl[t]
+        if norm is not None:
+            try:  # per-acquisition map onto the before composite on the same no-change pixels
+                n_t = fit_normalisation(before_c, img, norm.nochange, min_pixels=50)
+            except Exception:  # too few clear no-change pixels on this date: the composite's map
+                n_t = norm
+            img = apply_normalisation(img, n_t)
+        mag = cva(before_c, img)
+        with np.errstate(invalid="ignore"):
+            count += (mag >= thr) & changed
+    return count, len(after.used)
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+
+
+def detect(
+    aoi: AOI,
+    source,
+    *,
+    before: tuple[date, date],
+    after: tuple[date, date],
+    params: DetectParams | None = None,
+    stack: SceneStack | None = None,
+) -> DetectionResult:
+    """Detect change over ``aoi`` between the ``before`` and ``after`` windows.
+
+    Parameters
+    ----------
+    aoi : AOI
+    source : Source
+        Searched and read unless ``stack`` is given (then only its ``name`` is used).
+    before, after : (date, date)
+        Inclusive windows.
+    params : DetectParams or None
+    stack : SceneStack or None
+        Acquisitions already read (covering both windows), e.g. from a monitoring run.
+
+    Returns
+    -------
+    DetectionResult
+
+    Raises
+    ------
+    NoDataError
+        A window has no usable acquisition (the message says which, how many and why).
+    """
+    params = params or DetectParams()
+    before = _check_window("before", before)
+    after = _check_window("after", after)
+    name = getattr(source, "name", "") if source is not None else ""
+    timer = _Timer()
+    if stack is not None:
+        b_stack, a_stack = stack.between(*before), stack.between(*after)
+    else:
+        grid = aoi.grid()
+        stacks = []
+        for wname, win in (("before", before), ("after", after)):
+            with timer("search"):
+                acqs = source.search(aoi, win[0], win[1], max_cloud=params.max_cloud)
+            log.info("%s window %s: %d acquisitions found", wname, _window_str(win), len(acqs))
+            if not acqs:
+                raise _no_data(wname, win, None, 0)
+            with timer("read"):
+                stacks.append(source.read(aoi, acqs, grid=grid, bands=params.bands))
+        b_stack, a_stack = stacks
+    return detect_stacks(
+        aoi, b_stack, a_stack, params=params, source_name=name, windows=(before, after), _timer=timer
+    )
+
+
+def detect_stacks(
+    aoi: AOI,
+    before_stack: SceneStack,
+    after_stack: SceneStack,
+    *,
+    params: DetectParams | None = None,
+    source_name: str = "",
+    windows: tuple[tuple[date, date], tuple[date, date]] | None = None,
+    _timer: _Timer | None = None,
+) -> DetectionResult:
+    """Detect change between two stacks already read onto one grid.
+
+    Parameters
+    ----------
+    aoi : AOI
+    before_stack, after_stack : SceneStack
+        Same grid; must hold ``params.bands``.
+    params : DetectParams or None
+    source_name : str
+        Recorded in the result.
+    windows : ((date, date), (date, date)) or None
+        The windows as asked (default: the stacks' first and last dates).
+
+    Returns
+    -------
+    DetectionResult
+
+    Notes
+    -----
+    Memory: both windows as float32 reflectance (T x B x H x W x 4 bytes each) plus a few
+    (B, H, W) composites.
+    """
+    params = params or DetectParams()
+    timer = _timer or _Timer()
+    grid = before_stack.grid
+    if after_stack.grid != grid:
+        raise UsageError("before and after stacks must share one grid; read both onto aoi.grid()")
+    if windows is None:
+        windows = tuple(
+            (s.dates[0], s.dates[-1]) if len(s) else (date.min, date.min) for s in (before_stack, after_stack)
+        )
+    wins = dict(zip(("before", "after"), windows))
+    inside = aoi_mask(aoi, grid)
+    if not inside.any():
+        raise UsageError(f"AOI {aoi.id} covers no pixel centre of the grid {grid.shape}; check the AOI and the grid")
+
+    prepared = []
+    for wname, st in (("before", before_stack), ("after", after_stack)):
+        if len(st) == 0:
+            raise _no_data(wname, wins[wname], None, 0)
+        w = _prepare(wname, st, params, inside, timer)
+        if not w.used:
+            raise _no_data(wname, wins[wname], w, len(st))
+        prepared.append(w)
+    bw, aw = prepared
+
+    ref_id = None
+    if params.coregister:
+        ref_id = _coregister(prepared, params, timer)
+        for w in prepared:
+            if not w.used:
+                raise _no_data(w.name, wins[w.name], w, len(w.stack))
+
+    with timer("composite"):
+        bc = median_composite(bw.refl[bw.used])
+        ac = median_composite(aw.refl[aw.used])
+    before_c, after_raw = bc.median, ac.median
+    both = inside & np.isfinite(before_c).all(axis=0) & np.isfinite(after_raw).all(axis=0)
+    if not both.any():
+        raise NoDataError(
+            f"the before ({_window_str(wins['before'])}) and after ({_window_str(wins['after'])}) composites "
+            "share no clear pixel inside the AOI; widen the windows"
+        )
+
+    norm = None
+    irmad_res = None
+    with timer("normalise"):
+        if params.normalise:
+            norm = normalise(before_c, after_raw, valid=both, p_min=params.nochange_p)
+            irmad_res = norm.irmad
+            after_c = apply_normalisation(after_raw, norm)
+        else:
+            after_c = after_raw
+
+    with timer("kernels"):
+        from .kernels.metrics import cva, index_deltas
+
+        cva_map = cva(before_c, after_c)
+        magnitude = np.asarray(MAGNITUDES[params.magnitude](before_c, after_c, params.bands, both, irmad_res), np.float32)
+        magnitude = np.where(both, magnitude, np.nan).astype(np.float32)
+        if params.smooth_px > 0:
+            from scipy import ndimage
+
+            filled = np.where(np.isfinite(magnitude), magnitude, 0.0)
+            magnitude = np.where(both, ndimage.gaussian_filter(filled, params.smooth_px), np.nan).astype(np.float32)
+        deltas = index_deltas(before_c, after_c, bands=params.bands)
+
+    with timer("threshold"):
+        vals = magnitude[both & np.isfinite(magnitude)]
+        thr = _threshold(vals, params.threshold, dof=len(params.bands), chi2_p=params.chi2_p) if vals.size else np.inf
+        with np.errstate(invalid="ignore"):
+            changed = both & (magnitude > thr) & (cva_map >= params.min_cva)
+        # the CVA level the changed pixels reach: persistence compares single dates against it
+        cva_level = max(params.min_cva, float(np.nanpercentile(cva_map[changed], 5)) if changed.any() else params.min_cva)
+
+    persistence_info: dict = {"min_persistence": params.min_persistence}
+    with timer("persistence"):
+        n_after = len(aw.used)
+        persistence_info["after_clear_acquisitions"] = n_after
+        if params.min_persistence <= 1:
+            persistence_info["applied"] = False
+            persistence_info["note"] = "disabled (min_persistence <= 1)"
+        elif n_after < params.min_persistence:
+            persistence_info["applied"] = False
+            persistence_info["note"] = (
+                f"after window has {n_after} clear acquisition(s) < min_persistence {params.min_persistence}: "
+                "fell back to the composite comparison alone"
+            )
+            log.warning("persistence not applied: %s", persistence_info["note"])
+        else:
+            count, _ = _persistence(before_c, aw, norm, changed, params, cva_level)
+            dropped = int((changed & (count < params.min_persistence)).sum())
+            changed &= count >= params.min_persistence
+            persistence_info["applied"] = True
+            persistence_info["pixels_dropped"] = dropped
+
+    with timer("objects"):
+        from .objects import extract_objects
+
+        objects, class_map = extract_objects(
+            changed,
+            magnitude,
+            deltas,
+            grid,
+            aoi,
+            before=_window_str(wins["before"]),
+            after=_window_str(wins["after"]),
+            params=params.objects,
+            before_img=before_c,
+            after_img=after_c,
+            bands=params.bands,
+            valid=both,
+        )
+        class_map = np.asarray(class_map, dtype=np.uint8).copy()
+        class_map[~both] = NODATA_CODE
+
+    records = tuple(AcquisitionRecord(**r) for w in prepared for r in w.records)
+    parameters = {
+        **params.to_dict(),
+        "threshold_value": None if not np.isfinite(thr) else round(float(thr), 6),
+        "cva_level": round(cva_level, 6),
+        "changed_pixels": int(changed.sum()),
+        "persistence": persistence_info,
+        "coregistration_reference": ref_id,
+        "normalisation": norm.to_dict() if norm is not None else None,
+        "acquisitions_used": {w.name: len(w.used) for w in prepared},
+        "composite_median_count": {"before": int(np.median(bc.count[inside])), "after": int(np.median(ac.count[inside]))},
+    }
+    log.info(
+        "%s: %d objects (%d changed pixels, threshold %.4g, before %d / after %d acquisitions)",
+        aoi.id, len(objects), int(changed.sum()), thr, len(bw.used), len(aw.used),
+    )
+    return DetectionResult(
+        aoi=aoi,
+        grid=grid,
+        source=source_name,
+        before=_window_str(wins["before"]),
+        after=_window_str(wins["after"]),
+        class_map=class_map,
+        magnitude=magnitude,
+        objects=tuple(objects),
+        composite_bands=tuple(params.bands),
+        before_composite=before_c.astype(np.float32, copy=False),
+        after_composite=after_c.astype(np.float32, copy=False),
+        acquisitions=records,
+        parameters=parameters,
+        timings=dict(timer.t),
+    )
