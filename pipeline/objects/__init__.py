@@ -56,8 +56,8 @@ class ObjectParams:
         Regions smaller than this (square metres, after cleaning) are dropped as speckle.
         Default 400 (4 pixels of 10 m).
     opening_radius_px : int
-        Half-side r in pixels of the (2r+1)-pixel square of the binary opening that removes
-        slivers narrower than 2r+1 pixels (misregistered edges); 0 disables it. Default 1.
+        Radius in pixels of the disc of the binary opening that removes slivers narrower than
+        2r+1 pixels (misregistered edges) and clips rectangle corners; 0 disables it. Default 1.
     connectivity : int
         1 joins pixels by edges only, 2 also diagonally. Default 2.
     simplify_m : float
@@ -188,6 +188,13 @@ def extract_objects(
     change_mask = _check("change_mask", change_mask, shape, "b")
     magnitude = _check("magnitude", magnitude, shape)
     deltas = {k: _check(f"deltas[{k!r}]", v, shape) for k, v in (deltas or {}).items() if v is not None}
+    for which, img in (("before_img", before_img), ("after_img", after_img)):
+        if img is None:
+            continue
+        if bands is None:
+            raise UsageError(f"{which} given without bands; pass bands=(the names of its bands, e.g. 'B02', ...)")
+        if np.ndim(img) != 3 or tuple(np.shape(img)) != (len(bands), *shape):
+            raise UsageError(f"{which} has shape {np.shape(img)}; expected (len(bands)={len(bands)}, {shape[0]}, {shape[1]})")
     if valid is None:
         valid = np.isfinite(magnitude)
     else:

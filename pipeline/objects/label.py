@@ -56,9 +56,9 @@ def clean_mask(mask: np.ndarray, *, opening_radius_px: int = 1, min_pixels: int 
     mask : (H, W) bool
         Changed pixels.
     opening_radius_px : int, keyword-only
-        Half-side r (pixels) of the (2r+1) x (2r+1) square used for a binary opening; 0 skips
-        it. A radius of 1 removes lines one or two pixels wide, typical of misregistered edges,
-        and keeps rectangles of 3 x 3 pixels or more intact (corners included).
+        Radius (pixels) of the disc used for a binary opening; 0 skips it. A radius of 1 (a 3x3
+        cross) removes lines one or two pixels wide, typical of misregistered edges, keeps
+        strips three pixels wide in any direction, and clips the corner pixel of rectangles.
     min_pixels : int, keyword-only
         Connected regions with fewer pixels are removed.
     connectivity : {1, 2}, keyword-only
@@ -82,8 +82,7 @@ def clean_mask(mask: np.ndarray, *, opening_radius_px: int = 1, min_pixels: int 
         )
     out = mask.copy()
     if opening_radius_px > 0:
-        side = 2 * int(opening_radius_px) + 1
-        out = ndimage.binary_opening(out, structure=np.ones((side, side), bool))
+        out = ndimage.binary_opening(out, structure=morphology.disk(int(opening_radius_px)).astype(bool))
     if min_pixels > 1 and out.any():
         if _REMOVE_SMALL_HAS_MAX_SIZE:
             out = morphology.remove_small_objects(out, max_size=int(min_pixels) - 1, connectivity=connectivity)
