@@ -1,0 +1,481 @@
+"""numba loops behind :mod:`.metrics` and :mod:`.irmad` (loops only: no checks, no allocation policy).
+
+Every kernel reads ``uint16`` DN or ``float32`` reflectance directly. The per-input decoding is
+``rho = (v - off) * scale`` with ``scale = 1e-4`` for DN and ``1`` for reflectance; a pixel is no data
+when ``zero_nd`` is set and ``v == 0`` (DN) or when ``v`` is NaN (reflectance). Work is split over
+image rows with ``prange``; each row is processed band by band through small row buffers, so no
+full-size float temporaries are ever made. Outputs are preallocated by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+FLAGS = dict(parallel=True, fastmath=False, cache=True, nogil=True)
+"""numba options of every parallel kernel, defined once."""
+SERIAL = dict(parallel=False, fastmath=False, cache=True, nogil=True)
+"""numba options of the small serial helpers."""
+
+NAN32 = np.float32(np.nan)
+
+
+# --------------------------------------------------------------------------------------------
+# CVA
+
+
+@njit(**FLAGS)
+def cva(before, after, ob, oa, sb, sa, zb, za, out):
+    B, H, W = before.shape
+    for i in prange(H):
+        acc = np.zeros(W, np.float32)
+        bad = np.zeros(W, np.bool_)
+        for b in range(B):
+            rb = before[b, i]
+            ra = after[b, i]
+            for j in range(W):
+                u = rb[j]
+                v = ra[j]
+                fu = (np.float32(u) - ob) * sb
+                fv = (np.float32(v) - oa) * sa
+                d = fv - fu
+                acc[j] += d * d
+                bad[j] |= (zb and u == 0) or (za and v == 0) or (d != d)
+        o = out[i]
+        for j in range(W):
+            o[j] = NAN32 if bad[j] else math.sqrt(acc[j])
+
+
+@njit(**FLAGS)
+def cva_direction(before, after, ob, oa, sb, sa, zb, za, mag, cos, ang, dom):
+    B, H, W = before.shape
+    inv_sqrt_b = np.float32(1.0 / math.sqrt(B))
+    rad2deg = np.float32(180.0 / math.pi)
+    for i in prange(H):
+        acc = np.zeros(W, np.float32)
+        sm = np.zeros(W, np.float32)
+        best = np.full(W, np.float32(-1.0))
+        arg = np.zeros(W, np.float32)
+        bad = np.zeros(W, np.bool_)
+        for b in range(B):
+            rb = before[b, i]
+            ra = after[b, i]
+            for j in range(W):
+                u = rb[j]
+                v = ra[j]
+                d = (np.float32(v) - oa) * sa - (np.float32(u) - ob) * sb
+                acc[j] += d * d
+                sm[j] += d
+                ad = abs(d)
+                if ad > best[j]:
+                    best[j] = ad
+                    arg[j] = b
+                bad[j] |= (zb and u == 0) or (za and v == 0) or (d != d)
+        for j in range(W):
+            if bad[j]:
+                mag[i, j] = NAN32
+                cos[i, j] = NAN32
+                ang[i, j] = NAN32
+                dom[i, j] = NAN32
+            else:
+                m = math.sqrt(acc[j])
+                c = np.float32(0.0)
+                if m > 0:
+                    c = sm[j] * inv_sqrt_b / m
+                    c = min(np.float32(1.0), max(np.float32(-1.0), c))
+                mag[i, j] = m
+                cos[i, j] = c
+                ang[i, j] = math.acos(c) * rad2deg
+                dom[i, j] = arg[j]
+
+
+# --------------------------------------------------------------------------------------------
+# spectral indices
+
+
+@njit(inline="always", **SERIAL)
+def _nd(p, q):
+    s = p + q
+    if s == 0:
+        return NAN32
+    return (p - q) / s
+
+
+@njit(inline="always", **SERIAL)
+def _index_value(code, r0, r1, r2, r3):
+    """Index ``code`` (position in INDICES) from the reflectances of its bands (INDEX_BANDS order)."""
+    if code == 0:  # ndvi: B08, B04
+        return _nd(r0, r1)
+    if code == 1:  # ndbi: B11, B08
+        return _nd(r0, r1)
+    if code == 2:  # bsi: B11, B04, B08, B02
+        return _nd(r0 + r1, r2 + r3)
+    if code == 3:  # dbi: B02, B12, B08, B04
+        return _nd(r0, r1) - _nd(r2, r3)
+    if code == 4:  # mndwi: B03, B11
+        return _nd(r0, r1)
+    # brightness: B02, B03, B04
+    return (r0 + r1 + r2) / np.float32(3.0)
+
+
+@njit(inline="always", **SERIAL)
+def _index_at(img, i, j, code, p, off, scale, zero_nd):
+    v0 = img[p[0], i, j]
+    v1 = img[p[1], i, j]
+    v2 = img[p[2], i, j]
+    v3 = img[p[3], i, j]
+    if zero_nd:
+        n = 4
+        if code == 0 or code == 1 or code == 4:
+            n = 2
+        elif code == 5:
+            n = 3
+        if v0 == 0 or v1 == 0 or (n > 2 and v2 == 0) or (n > 3 and v3 == 0):
+            return NAN32
+    r0 = (np.float32(v0) - off) * scale
+    r1 = (np.float32(v1) - off) * scale
+    r2 = (np.float32(v2) - off) * scale
+    r3 = (np.float32(v3) - off) * scale
+    return _index_value(code, r0, r1, r2, r3)
+
+
+@njit(**FLAGS)
+def index(img, off, scale, zero_nd, code, p0, p1, p2, p3, out):
+    B, H, W = img.shape
+    p = (p0, p1, p2, p3)
+    for i in prange(H):
+        for j in range(W):
+            out[i, j] = _index_at(img, i, j, code, p, off, scale, zero_nd)
+
+
+@njit(**FLAGS)
+def index_deltas(before, after, ob, oa, sb, sa, zb, za, codes, pos, out):
+    B, H, W = before.shape
+    K = codes.shape[0]
+    for i in prange(H):
+        for k in range(K):
+            code = codes[k]
+            p = (pos[k, 0], pos[k, 1], pos[k, 2], pos[k, 3])
+            o = out[k, i]
+            for j in range(W):
+                xb = _index_at(before, i, j, code, p, ob, sb, zb)
+                xa = _index_at(after, i, j, code, p, oa, sa, za)
+                o[j] = xa - xb
+
+
+# --------------------------------------------------------------------------------------------
+# log ratio
+
+
+@njit(**FLAGS)
+def log_ratio(before, after, ob, oa, sb, sa, zb, za, sel, floor, out):
+    B, H, W = before.shape
+    n = sel.shape[0]
+    fl = np.float32(floor)
+    inv_n = np.float32(1.0 / n)
+    for i in prange(H):
+        acc = np.zeros(W, np.float32)
+        bad = np.zeros(W, np.bool_)
+        for s in range(n):
+            b = sel[s]
+            rb = before[b, i]
+            ra = after[b, i]
+            for j in range(W):
+                u = rb[j]
+                v = ra[j]
+                fu = max((np.float32(u) - ob) * sb, fl)
+                fv = max((np.float32(v) - oa) * sa, fl)
+                bad[j] |= (zb and u == 0) or (za and v == 0) or (np.float32(u) != np.float32(u)) or (
+                    np.float32(v) != np.float32(v)
+                )
+                acc[j] += abs(math.log(fv / fu))
+        o = out[i]
+        for j in range(W):
+            o[j] = NAN32 if bad[j] else acc[j] * inv_n
+
+
+# --------------------------------------------------------------------------------------------
+# z-scored CVA
+
+
+@njit(**FLAGS)
+def diff_moments(before, after, ob, oa, sb, sa, zb, za, mask, use_mask, partial):
+    """partial[i] = (count, sum d_0..d_{B-1}, sum d_0^2..d_{B-1}^2) over valid pixels of row i."""
+    B, H, W = before.shape
+    for i in prange(H):
+        bad = np.zeros(W, np.bool_)
+        for b in range(B):
+            rb = before[b, i]
+            ra = after[b, i]
+            for j in range(W):
+                u = rb[j]
+                v = ra[j]
+                d = (np.float32(v) - oa) * sa - (np.float32(u) - ob) * sb
+                bad[j] |= (zb and u == 0) or (za and v == 0) or (d != d)
+        if use_mask:
+            m = mask[i]
+            for j in range(W):
+                bad[j] |= not m[j]
+        cnt = 0
+        for j in range(W):
+            cnt += not bad[j]
+        partial[i, 0] = cnt
+        for b in range(B):
+            rb = before[b, i]
+            ra = after[b, i]
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(W):
+                if not bad[j]:
+                    d = np.float64((np.float32(ra[j]) - oa) * sa - (np.float32(rb[j]) - ob) * sb)
+                    s1 += d
+                    s2 += d * d
+            partial[i, 1 + b] = s1
+            partial[i, 1 + B + b] = s2
+
+
+@njit(**FLAGS)
+def zscore_magnitude(before, after, ob, oa, sb, sa, zb, za, mean, inv_std, out):
+    B, H, W = before.shape
+    for i in prange(H):
+        acc = np.zeros(W, np.float32)
+        bad = np.zeros(W, np.bool_)
+        for b in range(B):
+            rb = before[b, i]
+            ra = after[b, i]
+            mu = mean[b]
+            isd = inv_std[b]
+            for j in range(W):
+                u = rb[j]
+                v = ra[j]
+                d = (np.float32(v) - oa) * sa - (np.float32(u) - ob) * sb
+                z = (d - mu) * isd
+                acc[j] += z * z
+                bad[j] |= (zb and u == 0) or (za and v == 0) or (d != d)
+        o = out[i]
+        for j in range(W):
+            o[j] = NAN32 if bad[j] else math.sqrt(acc[j])
+
+
+# --------------------------------------------------------------------------------------------
+# IR-MAD
+
+
+@njit(**SERIAL)
+def chi2_sf(x, k):
+    """Survival function of the chi-square distribution with integer ``k`` degrees of freedom."""
+    if not (x > 0.0):
+        return 1.0 if x == x else math.nan
+    h = 0.5 * x
+    if k % 2 == 0:
+        term = 1.0
+        s = 1.0
+        for j in range(1, k // 2):
+            term *= h / j
+            s += term
+        return math.exp(-h) * s
+    s = math.erfc(math.sqrt(h))
+    term = math.sqrt(h) * math.exp(-h) * 2.0 / math.sqrt(math.pi)
+    for j in range((k - 1) // 2):
+        s += term
+        term *= h / (j + 1.5)
+    return s
+
+
+@njit(inline="always", **SERIAL)
+def _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad):
+    """X[b, j] = rho_before - mean, Y[b, j] = rho_after - mean (float32), bad[j] |= no data."""
+    B = before.shape[0]
+    W = before.shape[2]
+    for b in range(B):
+        rb = before[b, i]
+        ra = after[b, i]
+        cx = np.float32(mx[b])
+        cy = np.float32(my[b])
+        xr = X[b]
+        yr = Y[b]
+        for j in range(W):
+            u = rb[j]
+            v = ra[j]
+            fu = (np.float32(u) - ob) * sb
+            fv = (np.float32(v) - oa) * sa
+            xr[j] = fu - cx
+            yr[j] = fv - cy
+            bad[j] |= (zb and u == 0) or (za and v == 0) or (fu != fu) or (fv != fv)
+
+
+@njit(inline="always", **SERIAL)
+def _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi):
+    """chi[j] = sum_k (MAD_k[j] / sigma_k)^2 with MAD_k = a[:, k].X - bm[:, k].Y; mad is a W buffer."""
+    B = X.shape[0]
+    W = X.shape[1]
+    for j in range(W):
+        chi[j] = 0.0
+    for k in range(B):
+        for j in range(W):
+            mad[j] = 0.0
+        for b in range(B):
+            ak = np.float32(a[b, k])
+            bk = np.float32(bm[b, k])
+            xr = X[b]
+            yr = Y[b]
+            for j in range(W):
+                mad[j] += ak * xr[j] - bk * yr[j]
+        s = np.float32(inv_sigma[k])
+        for j in range(W):
+            t = mad[j] * s
+            chi[j] += t * t
+
+
+@njit(**FLAGS)
+def irmad_moments(before, after, ob, oa, sb, sa, zb, za, mask, use_mask, mx, my, a, bm, inv_sigma, weighted, partial):
+    """Weighted moments over valid pixels, one partial row per image row.
+
+    partial[i] = (sum w, sum w z_p (2B), sum w z_p z_q (2B x 2B, upper triangle filled)) with
+    z = (x - mx, y - my); w = chi2_sf(chi2) of the current transform when ``weighted`` else 1.
+    """
+    B, H, W = before.shape
+    P = 2 * B
+    for i in prange(H):
+        X = np.empty((B, W), np.float32)
+        Y = np.empty((B, W), np.float32)
+        bad = np.zeros(W, np.bool_)
+        _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
+        if use_mask:
+            m = mask[i]
+            for j in range(W):
+                bad[j] |= not m[j]
+        w = np.empty(W, np.float64)
+        if weighted:
+            mad = np.empty(W, np.float32)
+            chi = np.empty(W, np.float32)
+            _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi)
+            for j in range(W):
+                w[j] = 0.0 if bad[j] else chi2_sf(np.float64(chi[j]), B)
+        else:
+            for j in range(W):
+                w[j] = 0.0 if bad[j] else 1.0
+        # zero the no-data values so 0 * NaN cannot poison the sums
+        for b in range(B):
+            for j in range(W):
+                if bad[j]:
+                    X[b, j] = 0.0
+                    Y[b, j] = 0.0
+        sw = 0.0
+        for j in range(W):
+            sw += w[j]
+        partial[i, 0] = sw
+        wz = np.empty(W, np.float64)
+        for p in range(P):
+            zp = X[p] if p < B else Y[p - B]
+            s = 0.0
+            for j in range(W):
+                t = w[j] * zp[j]
+                wz[j] = t
+                s += t
+            partial[i, 1 + p] = s
+            for q in range(p, P):
+                zq = X[q] if q < B else Y[q - B]
+                s2 = 0.0
+                for j in range(W):
+                    s2 += wz[j] * zq[j]
+                partial[i, 1 + P + p * P + q] = s2
+
+
+@njit(**FLAGS)
+def irmad_transform(before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, inv_sigma, chi2_out, p_out):
+    """One streaming pass: chi-square statistic and no-change probability of every pixel."""
+    B, H, W = before.shape
+    for i in prange(H):
+        X = np.empty((B, W), np.float32)
+        Y = np.empty((B, W), np.float32)
+        bad = np.zeros(W, np.bool_)
+        _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
+        mad = np.empty(W, np.float32)
+        chi = chi2_out[i]
+        _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi)
+        pr = p_out[i]
+        for j in range(W):
+            if bad[j]:
+                chi[j] = NAN32
+                pr[j] = NAN32
+            else:
+                pr[j] = chi2_sf(np.float64(chi[j]), B)
+
+
+@njit(**FLAGS)
+def mad_variates(before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, out):
+    B, H, W = before.shape
+    for i in prange(H):
+        X = np.empty((B, W), np.float32)
+        Y = np.empty((B, W), np.float32)
+        bad = np.zeros(W, np.bool_)
+        _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
+        for k in range(B):
+            o = out[k, i]
+            for j in range(W):
+                o[j] = 0.0
+            for b in range(B):
+                ak = np.float32(a[b, k])
+                bk = np.float32(bm[b, k])
+                xr = X[b]
+                yr = Y[b]
+                for j in range(W):
+                    o[j] += ak * xr[j] - bk * yr[j]
+            for j in range(W):
+                if bad[j]:
+                    o[j] = NAN32
+
+
+@njit(**FLAGS)
+def gather(img, flat_idx, out):
+    """out[b, n] = img[b].flat[flat_idx[n]] (sample gathering; keeps the dtype)."""
+    B, H, W = img.shape
+    N = flat_idx.shape[0]
+    for n in prange(N):
+        f = flat_idx[n]
+        i = f // W
+        j = f - i * W
+        for b in range(B):
+            out[b, n] = img[b, i, j]
+
+
+# --------------------------------------------------------------------------------------------
+# masks and histograms
+
+
+@njit(**FLAGS)
+def greater_mask(values, t, out):
+    """out = values > t (False for NaN), over a (H, W) float32 array."""
+    H, W = values.shape
+    for i in prange(H):
+        r = values[i]
+        o = out[i]
+        for j in range(W):
+            o[j] = r[j] > t
+
+
+@njit(**FLAGS)
+def finite_minmax(values):
+    """(min, max, count) of the finite values of a (H, W) float32 array."""
+    H, W = values.shape
+    mins = np.full(H, np.inf)
+    maxs = np.full(H, -np.inf)
+    cnts = np.zeros(H, np.int64)
+    for i in prange(H):
+        r = values[i]
+        lo = np.inf
+        hi = -np.inf
+        c = 0
+        for j in range(W):
+            v = r[j]
+            if v == v and abs(v) != np.inf:
+                lo = min(lo, v)
+                hi = max(hi, v)
+                c += 1
+        mins[i] = lo
+        maxs[i] = hi
+        cnts[i] = c
+    return mins.min(), maxs.max(), cnts.sum()
