@@ -25,9 +25,11 @@ import rasterio
 import rasterio.shutil
 from rasterio.io import MemoryFile
 
+from ..errors import OutputError
 from ..grid import Grid
 from ..objects.model import CLASS_CODES, CLASS_COLOURS, NODATA_CODE
 from .atomic import atomic_path, write_text
+from .style import raster_qml
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ _ENV = {"GDAL_PAM_ENABLED": "NO", "GDAL_NUM_THREADS": "1", "GDAL_TIFF_INTERNAL_M
 
 def _check_2d(arr: np.ndarray, grid: Grid, name: str) -> None:
     if arr.ndim != 2 or arr.shape != grid.shape:
-        raise ValueError(f"{name} has shape {arr.shape}; expected (H, W) = {grid.shape} of the AOI grid")
+        raise OutputError(f"{name} has shape {arr.shape}; expected (H, W) = {grid.shape} of the AOI grid")
 
 
 def _write_cog(
@@ -109,23 +111,24 @@ def write_class_cog(class_map: np.ndarray, grid: Grid, path: str | os.PathLike, 
     grid : Grid
         The AOI grid (CRS and transform of the file).
     path : path-like
-        Destination ``.tif``; the sidecar is ``<path>.aux.xml``.
+        Destination ``.tif``; the sidecars are ``<path>.aux.xml`` and ``<stem>.qml``.
     tags : dict, optional
         Dataset tags (provenance), written as GDAL metadata.
 
     Returns
     -------
     list of pathlib.Path
-        The ``.tif`` and its ``.aux.xml``.
+        The ``.tif``, its ``.aux.xml`` and a QGIS style ``<stem>.qml`` (paletted, code 0
+        transparent: TIFF palettes cannot store alpha).
     """
     class_map = np.asarray(class_map)
     _check_2d(class_map, grid, "class_map")
     if class_map.dtype != np.uint8:
-        raise ValueError(f"class_map must be uint8 class codes, got {class_map.dtype}")
+        raise OutputError(f"class_map must be uint8 class codes, got {class_map.dtype}")
     known = set(CLASS_CODES.values()) | {NODATA_CODE}
     unknown = sorted(set(np.unique(class_map).tolist()) - known)
     if unknown:
-        raise ValueError(f"class_map holds codes {unknown} that are not in CLASS_CODES (valid: {sorted(known)})")
+        raise OutputError(f"class_map holds codes {unknown} that are not in CLASS_CODES (valid: {sorted(known)})")
     names = _names_by_code()
     colormap = {code: tuple(CLASS_COLOURS[name]) for code, name in names.items()}
     colormap[NODATA_CODE] = (0, 0, 0, 0)
@@ -144,7 +147,8 @@ def write_class_cog(class_map: np.ndarray, grid: Grid, path: str | os.PathLike, 
         colormap=colormap,
     )
     aux = write_text(Path(str(path) + ".aux.xml"), _pam_xml(names))
-    return [path, aux]
+    style = write_text(path.with_suffix(".qml"), raster_qml())
+    return [path, aux, style]
 
 
 def write_magnitude_cog(magnitude: np.ndarray, grid: Grid, path: str | os.PathLike, *, tags: dict | None = None) -> Path:
@@ -158,7 +162,7 @@ def write_magnitude_cog(magnitude: np.ndarray, grid: Grid, path: str | os.PathLi
     magnitude = np.asarray(magnitude)
     _check_2d(magnitude, grid, "magnitude")
     if magnitude.dtype != np.float32:
-        raise ValueError(f"magnitude must be float32, got {magnitude.dtype}")
+        raise OutputError(f"magnitude must be float32, got {magnitude.dtype}")
     return _write_cog(
         magnitude[None],
         grid,
@@ -186,7 +190,7 @@ def write_rgb_cog(rgb: np.ndarray, grid: Grid, path: str | os.PathLike, *, tags:
     """
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[0] != 3 or rgb.shape[1:] != grid.shape:
-        raise ValueError(f"rgb has shape {rgb.shape}; expected (3, H, W) with (H, W) = {grid.shape}")
+        raise OutputError(f"rgb has shape {rgb.shape}; expected (3, H, W) with (H, W) = {grid.shape}")
     missing = ~np.isfinite(rgb).all(axis=0)
     scaled = np.clip(np.nan_to_num(rgb, nan=0.0) * RGB_SCALE, 1, 65535).round().astype(np.uint16)
     scaled[:, missing] = 0

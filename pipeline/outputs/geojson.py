@@ -24,10 +24,10 @@ import shapely
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from ..errors import DataError
+from ..errors import OutputError
 from ..grid import reproject_geometry
 from ..objects.model import CLASS_CODES, ChangeObject
-from .atomic import json_dumps, write_text
+from .atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def to_lonlat_geometry(geom: BaseGeometry, epsg: int, *, decimals: int = DECIMAL
 
     Raises
     ------
-    DataError
+    OutputError
         When the geometry is empty or collapses to nothing at ``decimals`` precision.
     """
     ll = reproject_geometry(geom, epsg, 4326)
@@ -86,13 +86,13 @@ def to_lonlat_geometry(geom: BaseGeometry, epsg: int, *, decimals: int = DECIMAL
     if ll.geom_type == "GeometryCollection":
         ll = shapely.union_all([g for g in ll.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
     if ll.is_empty:
-        raise DataError(f"geometry collapses to nothing at {decimals} decimals: {geom.wkt[:120]}")
+        raise OutputError(f"geometry collapses to nothing at {decimals} decimals: {geom.wkt[:120]}")
     ll = shapely.orient_polygons(ll, exterior_cw=False)
     gj = mapping(ll)
     gj = {"type": gj["type"], "coordinates": _round_coords(gj["coordinates"], decimals)}
     back = shape(gj)
     if not back.is_valid:  # rounding of already-snapped values can only move by 1 ulp; check anyway
-        raise DataError(f"geometry became invalid after rounding to {decimals} decimals: {shapely.is_valid_reason(back)}")
+        raise OutputError(f"geometry became invalid after rounding to {decimals} decimals: {shapely.is_valid_reason(back)}")
     return gj
 
 
@@ -136,4 +136,6 @@ def feature_collection(objects: Sequence[ChangeObject], *, aoi_id: str, epsg: in
 def write_geojson(objects: Sequence[ChangeObject], path: str | os.PathLike, *, aoi_id: str, epsg: int) -> Path:
     """Write ``changes.geojson`` atomically; returns the path."""
     fc = feature_collection(objects, aoi_id=aoi_id, epsg=epsg)
-    return write_text(Path(path), json_dumps(fc, indent=1))
+    lines = [json.dumps(f, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) for f in fc["features"]]
+    text = '{"type":"FeatureCollection","features":[\n' + ",\n".join(lines) + "\n]}\n"
+    return write_text(Path(path), text)

@@ -25,7 +25,7 @@ import pyogrio
 import shapely
 from pyogrio.raw import write as ogr_write
 
-from ..errors import DataError
+from ..errors import ConfigError, OutputError
 from ..objects.model import CLASS_CODES, ChangeObject
 from .atomic import atomic_path, write_text
 from .geojson import jsonable
@@ -44,14 +44,14 @@ def window_end(window: str, *, what: str = "window") -> np.datetime64:
 
     Raises
     ------
-    DataError
+    OutputError
         When ``window`` is not an ISO date or interval.
     """
     text = str(window).split("/")[-1].strip()
     try:
         return np.datetime64(datetime.fromisoformat(text[:10]).date(), "ms")
     except ValueError as exc:
-        raise DataError(f"{what} {window!r} is not an ISO date or start/end interval (YYYY-MM-DD[/YYYY-MM-DD])") from exc
+        raise OutputError(f"{what} {window!r} is not an ISO date or start/end interval (YYYY-MM-DD[/YYYY-MM-DD])") from exc
 
 
 def _maybe_date(value: str | None, *, what: str) -> np.datetime64:
@@ -65,7 +65,7 @@ def stamp_for(after: str) -> str:
         try:
             dt = datetime.fromtimestamp(int(sde), tz=timezone.utc)
         except ValueError as exc:
-            raise DataError(f"SOURCE_DATE_EPOCH={sde!r} is not an integer number of seconds") from exc
+            raise ConfigError(f"SOURCE_DATE_EPOCH={sde!r} is not an integer number of seconds") from exc
     else:
         dt = window_end(after, what="after window").astype(datetime).replace(tzinfo=timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")
@@ -176,7 +176,7 @@ def write_gpkg(
                 layer_options={"FID": "id"},
             )  # fmt: skip
     except pyogrio.errors.DataSourceError as exc:
-        raise DataError(f"cannot write GeoPackage {path}: {exc}") from exc
+        raise OutputError(f"cannot write GeoPackage {path}: {exc}") from exc
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
     out = [path]
@@ -190,4 +190,4 @@ def _multi(geom):
         return shapely.MultiPolygon([geom])
     if geom.geom_type == "MultiPolygon":
         return geom
-    raise DataError(f"change object geometry must be a Polygon or MultiPolygon, got {geom.geom_type}")
+    raise OutputError(f"change object geometry must be a Polygon or MultiPolygon, got {geom.geom_type}")

@@ -10,7 +10,7 @@ from xml.sax.saxutils import quoteattr
 
 from ..objects.model import CHANGE_CLASSES, CLASS_COLOURS
 
-__all__ = ["class_label", "hex_colour", "qml", "sld", "TIME_FIELD"]
+__all__ = ["class_label", "hex_colour", "qml", "raster_qml", "sld", "TIME_FIELD"]
 
 TIME_FIELD = "detected_at"
 """DateTime field the QGIS temporal controller is configured on in ``changes.qml``."""
@@ -104,4 +104,34 @@ def sld(*, layer: str = "changes", field: str = "class") -> str:
         f"  <NamedLayer>\n    <se:Name>{layer}</se:Name>\n    <UserStyle>\n      <se:Name>{layer}</se:Name>\n"
         "      <se:FeatureTypeStyle>\n" + "\n".join(rules) + "\n      </se:FeatureTypeStyle>\n"
         "    </UserStyle>\n  </NamedLayer>\n</StyledLayerDescriptor>\n"
+    )
+
+
+def raster_qml() -> str:
+    """A QGIS 3 paletted style for ``change_class.tif``: class colours, names, no change transparent.
+
+    TIFF colour tables cannot hold alpha, so without this style QGIS would paint "no change" (code
+    0) opaque black. QGIS loads ``change_class.qml`` beside ``change_class.tif`` automatically.
+    """
+    from ..objects.model import CLASS_CODES
+
+    entries = []
+    for name, code in sorted(CLASS_CODES.items(), key=lambda kv: kv[1]):
+        r, g, b, a = CLASS_COLOURS[name]
+        entries.append(
+            f'        <paletteEntry value="{code}" color="#{r:02x}{g:02x}{b:02x}" alpha="{a}" label={quoteattr(class_label(name))}/>'
+        )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28.0" styleCategories="Symbology">\n'
+        "  <pipe>\n"
+        '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">\n'
+        "      <rasterTransparency/>\n"
+        "      <colorPalette>\n" + "\n".join(entries) + "\n      </colorPalette>\n"
+        "    </rasterrenderer>\n"
+        '    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>\n'
+        '    <rasterresampler maxOversampling="2"/>\n'
+        "  </pipe>\n"
+        "  <blendMode>0</blendMode>\n"
+        "</qgis>\n"
     )

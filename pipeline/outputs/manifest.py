@@ -1,0 +1,71 @@
+"""``manifest.json``: what was run, on what, and what came out (with checksums).
+
+Apart from ``written_at`` (UTC time of writing) the manifest depends only on its inputs, so two
+writes of the same result differ in that one field (plus ``timings`` when the caller measured them).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+from .. import __version__
+from ..errors import UsageError
+from ..objects.model import CHANGE_CLASSES
+from .atomic import sha256_file, write_json
+from .geojson import jsonable
+
+__all__ = ["build_manifest", "write_manifest", "MANIFEST_VERSION", "VOLATILE_KEYS"]
+
+MANIFEST_VERSION = 1
+VOLATILE_KEYS = ("written_at",)
+"""Top-level manifest keys that differ between two writes of the same result."""
+
+
+def build_manifest(result, files: Mapping[str, Path], *, extra: Mapping | None = None, now: datetime | None = None) -> dict:
+    """The manifest as a dict.
+
+    Parameters
+    ----------
+    result : DetectionResult
+    files : mapping of name -> path
+        Every output written before the manifest; each gets ``file``, ``bytes`` and ``sha256``.
+    extra : mapping, optional
+        Extra top-level keys (e.g. run id, command line). Must not reuse a key the manifest owns.
+
+    Raises
+    ------
+    UsageError
+        When ``extra`` would overwrite a manifest key.
+    """
+    aoi = result.aoi
+    counts = {c: sum(1 for o in result.objects if o.cls == c) for c in CHANGE_CLASSES}
+    doc = {
+        "manifest_version": MANIFEST_VERSION,
+        "software": {"name": "s2watch", "version": __version__},
+        "written_at": (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "aoi": {"id": aoi.id, "name": aoi.name, "kind": aoi.kind, "digest": aoi.digest, "path": aoi.path},
+        "grid": result.grid.to_dict(),
+        "source": result.source,
+        "before": result.before,
+        "after": result.after,
+        "parameters": jsonable(result.parameters),
+        "acquisitions": [jsonable(a.to_dict()) for a in result.acquisitions],
+        "timings": jsonable(result.timings),
+        "objects": {"count": len(result.objects), "by_class": counts},
+        "outputs": {
+            name: {"file": Path(p).name, "bytes": os.path.getsize(p), "sha256": sha256_file(p)} for name, p in sorted(files.items())
+        },
+    }
+    for key, value in (extra or {}).items():
+        if key in doc:
+            raise UsageError(f"extra_manifest key {key!r} would overwrite the manifest's own {key!r}; rename it")
+        doc[key] = jsonable(value)
+    return doc
+
+
+def write_manifest(path: str | os.PathLike, result, files: Mapping[str, Path], *, extra: Mapping | None = None) -> Path:
+    """Build (see :func:`build_manifest`) and write ``manifest.json`` atomically."""
+    return write_json(Path(path), build_manifest(result, files, extra=extra))

@@ -1,0 +1,215 @@
+"""Pictures for the report: stretched true/false-colour PNGs and the monitoring timeline.
+
+Every PNG is written without timestamps or software tags, so the same arrays give the same bytes
+(and the same report). Matplotlib runs on its Agg canvas, never through ``pyplot``'s global state.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from datetime import date, datetime
+from typing import Any, Mapping
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "TRUE_COLOUR",
+    "SWIR_FALSE_COLOUR",
+    "stretch_limits",
+    "to_uint8",
+    "png_bytes",
+    "normalise_series",
+    "normalise_history",
+    "timeline_png",
+]
+
+TRUE_COLOUR = ("B04", "B03", "B02")
+SWIR_FALSE_COLOUR = ("B12", "B8A", "B04")
+
+
+def stretch_limits(*stacks: np.ndarray, pct: tuple[float, float] = (2.0, 98.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band percentile limits over several ``(3, H, W)`` stacks together (NaN ignored).
+
+    Using one pair of limits for the before and after pictures keeps them comparable.
+
+    Returns
+    -------
+    lo, hi : (3,) float32
+        ``hi > lo`` always (a flat band gets ``hi = lo + 1e-3``); ``(0, 0.3)`` for an all-NaN band.
+    """
+    both = np.concatenate([s.reshape(s.shape[0], -1) for s in stacks], axis=1)
+    lo = np.zeros(both.shape[0], np.float32)
+    hi = np.full(both.shape[0], 0.3, np.float32)
+    for b in range(both.shape[0]):
+        v = both[b][np.isfinite(both[b])]
+        if v.size:
+            lo[b], hi[b] = np.percentile(v, pct)
+            if hi[b] - lo[b] < 1e-3:
+                hi[b] = lo[b] + 1e-3
+    return lo, hi
+
+
+def to_uint8(stack: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``(3, H, W)`` float reflectance -> ``(H, W, 4)`` uint8 RGBA, linear stretch ``lo..hi``.
+
+    Pixels with any NaN band are transparent (alpha 0).
+    """
+    s = np.asarray(stack, dtype=np.float32)
+    scaled = (s - lo[:, None, None]) / (hi - lo)[:, None, None]
+    rgb = np.clip(np.nan_to_num(scaled, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    alpha = np.where(np.isfinite(s).all(axis=0), 255, 0).astype(np.uint8)
+    return np.dstack([rgb.transpose(1, 2, 0), alpha])
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG of an ``(H, W, 3|4)`` uint8 image, without metadata chunks (deterministic)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# monitoring series
+
+
+def _to_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, np.datetime64):
+        return value.astype("datetime64[D]").astype(date)
+    return date.fromisoformat(str(value).split("/")[-1][:10])
+
+
+def _pairs(value: Any) -> list[tuple[date, float]] | None:
+    """``(date, value)`` pairs from one series in any accepted form; ``None`` when it is not one."""
+    if isinstance(value, Mapping) and "dates" in value and "values" in value:
+        items = list(zip(value["dates"], value["values"]))
+    elif isinstance(value, Mapping) and value and all(isinstance(v, (int, float, np.number, type(None))) for v in value.values()):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Mapping) and "date" in v for v in value):
+        key = next((k for k in ("value", "metric", "confidence") if k in value[0]), None)
+        if key is None:
+            return None
+        items = [(v["date"], v.get(key)) for v in value]
+    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
+        items = list(value)
+    else:
+        return None
+    out = []
+    for d, v in items:
+        if v is None or not math.isfinite(float(v)):
+            continue
+        out.append((_to_date(d), float(v)))
+    return sorted(out)
+
+
+def normalise_series(series: Mapping | None) -> tuple[dict[str, list[tuple[date, float]]], list[str]]:
+    """Flatten ``DetectionResult.series`` into named ``(date, value)`` lists.
+
+    Accepted per-series forms: ``{iso_date: value}``, ``[(iso_date, value), ...]``,
+    ``[{"date": ..., "value": ...}, ...]`` and ``{"dates": [...], "values": [...]}``; one level of
+    grouping (``{"runway 14/32": {"dnbr": {...}}}``) becomes the name ``"runway 14/32: dnbr"``.
+
+    Returns
+    -------
+    series : dict
+        Name -> sorted ``(date, value)`` pairs (non-finite values dropped).
+    skipped : list of str
+        One line per entry that was not understood (shown in the report, logged as warning).
+    """
+    out: dict[str, list[tuple[date, float]]] = {}
+    skipped: list[str] = []
+
+    def visit(name: str, value: Any, depth: int) -> None:
+        try:
+            pairs = _pairs(value)
+        except (TypeError, ValueError) as exc:
+            skipped.append(f"{name}: {exc}")
+            return
+        if pairs is not None:
+            if pairs:
+                out[name] = pairs
+            return
+        if isinstance(value, Mapping) and depth < 2:
+            for k, v in value.items():
+                visit(f"{name}: {k}" if name else str(k), v, depth + 1)
+            return
+        skipped.append(f"{name or 'series'}: not a date -> value series")
+
+    visit("", dict(series or {}), 0)
+    for s in skipped:
+        log.warning("timeline: %s", s)
+    return out, skipped
+
+
+def normalise_history(history: Mapping | None) -> dict[str, list[dict]]:
+    """Per-object history records sorted by date: ``{object_id: [{"date": ..., ...}, ...]}``.
+
+    ``history`` is either that mapping or a dict holding it under ``"objects"``. Records need a
+    ``date``; other keys (``status``, ``confidence``, ``area_m2``, ...) are kept as they are.
+    """
+    if not history:
+        return {}
+    objs = history.get("objects", history) if isinstance(history, Mapping) else {}
+    out: dict[str, list[dict]] = {}
+    for oid, recs in dict(objs).items():
+        if not isinstance(recs, (list, tuple)):
+            continue
+        good = []
+        for r in recs:
+            if isinstance(r, Mapping) and "date" in r:
+                try:
+                    good.append({**r, "date": _to_date(r["date"]).isoformat()})
+                except ValueError:
+                    log.warning("history of %s: record with bad date %r skipped", oid, r.get("date"))
+        if good:
+            out[str(oid)] = sorted(good, key=lambda r: r["date"])
+    return out
+
+
+def timeline_png(series: Mapping[str, list[tuple[date, float]]], history: Mapping[str, list[dict]], *, max_objects: int = 12) -> bytes | None:
+    """Timeline figure (PNG bytes): series metrics on top, object confidence below; ``None`` if empty."""
+    hist = {k: [(r["date"], r["confidence"]) for r in v if isinstance(r.get("confidence"), (int, float))] for k, v in history.items()}
+    hist = {k: v for k, v in hist.items() if v}
+    panels = [p for p in (series, hist) if p]
+    if not panels:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 2.8 * len(panels)), dpi=96)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    i = 0
+    if series:
+        ax = axes[i]
+        i += 1
+        for name, pairs in sorted(series.items()):
+            ax.plot([d for d, _ in pairs], [v for _, v in pairs], marker="o", ms=3, lw=1.2, label=name)
+        ax.set_title("change metrics over time")
+        ax.set_ylabel("value")
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    if hist:
+        ax = axes[i]
+        for name in sorted(hist)[:max_objects]:
+            pairs = [(_to_date(d), float(v)) for d, v in hist[name]]
+            ax.plot([d for d, _ in pairs], [v for _, v in pairs], marker="s", ms=3, lw=1.0, label=name)
+        ax.set_title("object confidence by run")
+        ax.set_ylabel("confidence")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
