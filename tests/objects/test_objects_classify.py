@@ -1,0 +1,169 @@
+"""classify_region on hand-written property dicts, feature_context on the planted site."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from shapely.geometry import LineString, box
+
+from objects_planted import CX, CY, RUNWAY_AZ, burn, on_axis, rotated_rect
+from pipeline.objects.classify import (
+    CLASSIFIERS,
+    ClassifyThresholds,
+    RegionContext,
+    angle_difference,
+    classify_region,
+    feature_axis_deg,
+    feature_context,
+)
+
+SAND = {"B02": 0.20, "B03": 0.28, "B04": 0.36, "B08": 0.40, "B11": 0.52, "B12": 0.45}
+ROOF = {"B02": 0.45, "B03": 0.47, "B04": 0.48, "B08": 0.50, "B11": 0.46, "B12": 0.40}
+
+
+def props(before=None, after=None, **kw):
+    """A compact 8 x 12 px rectangle with no change, overridden by ``kw``."""
+    p = {
+        "area_m2": 9600.0,
+        "elongation": 1.5,
+        "orientation_deg": 90.0,
+        "rectangularity": 1.0,
+        "solidity": 1.0,
+        "mean_magnitude": 3.0,
+    }
+    for name, spec in (("before", before), ("after", after)):
+        for b, v in (spec or {}).items():
+            p[f"{name}_{b}"] = v
+    p.update({f"d_{k}" if not k.startswith(("d_", "before_", "after_")) and k not in p else k: v for k, v in kw.items()})
+    return p
+
+
+RUNWAY = RegionContext(feature="runway 09/27", role="runway", surface="asphalt", inside_fraction=0.9, touches=True, feature_axis_deg=90.0, paved_fraction=0.9)
+
+
+def test_runway_darkening_inside_runway():
+    cls, conf, ev = classify_region(props(brightness=-0.08, elongation=6.0), RUNWAY)
+    assert cls == "runway_repair" and ev["rule"] == "runway_repair.darkening"
+    assert 0.5 <= conf <= 1.0
+    assert ev["context"]["feature"] == "runway 09/27"
+    assert ev["measurements"]["d_brightness"] == pytest.approx(-0.08)
+    json.dumps(ev)
+
+
+def test_runway_change_below_brightness_threshold_is_not_repair():
+    cls, _, _ = classify_region(props(brightness=-0.01), RUNWAY)
+    assert cls != "runway_repair"
+
+
+def test_touching_runway_needs_alignment():
+    beside = RegionContext(feature="runway 09/27", role="runway", inside_fraction=0.0, touches=True, feature_axis_deg=90.0)
+    aligned = classify_region(props(brightness=-0.06, elongation=5.0, orientation_deg=100.0), beside)
+    across = classify_region(props(brightness=-0.06, elongation=5.0, orientation_deg=0.0), beside)
+    stubby = classify_region(props(brightness=-0.06, elongation=1.2, orientation_deg=90.0), beside)
+    assert aligned[0] == "runway_repair"
+    assert across[0] != "runway_repair" and stubby[0] != "runway_repair"
+    # the tolerance is a parameter
+    strict = classify_region(props(brightness=-0.06, elongation=5.0, orientation_deg=100.0), beside, thresholds=ClassifyThresholds(angle_tol_deg=5))
+    assert strict[0] != "runway_repair"
+
+
+def test_new_structure_needs_built_up_signature():
+    """Brightening compact rectangle: with sand -> roof spectra it is a new structure; with the
+    same brightening but NDBI-only evidence (the desert trap) it is not."""
+    cls, conf, ev = classify_region(props(SAND, ROOF, brightness=0.1, dbi=0.05))
+    assert cls == "new_structure" and conf >= 0.6
+    cls2, _, _ = classify_region(props(SAND, {k: v * 1.2 for k, v in SAND.items()}, brightness=0.07, ndbi=0.1, bsi=0.05))
+    assert cls2 != "new_structure"
+
+
+def test_new_structure_needs_compact_shape():
+    cls, _, _ = classify_region(props(SAND, ROOF, brightness=0.1, dbi=0.05, rectangularity=0.4, solidity=0.5))
+    assert cls != "new_structure"
+
+
+def test_new_structure_needs_bare_ground_before():
+    green = {**SAND, "B04": 0.05, "B08": 0.40}  # NDVI 0.78 before: a field, not bare ground
+    cls, _, _ = classify_region(props(green, ROOF, brightness=0.1, dbi=0.05, ndvi=-0.05))
+    assert cls != "new_structure"
+
+
+def test_vegetation_and_water_dominance():
+    assert classify_region(props(ndvi=0.25))[0] == "vegetation"
+    assert classify_region(props(ndvi=-0.2, bsi=0.05))[2]["rule"] == "vegetation.loss"
+    assert classify_region(props(mndwi=0.5, ndvi=-0.05))[0] == "water"
+    # a modest MNDWI rise on a darkening surface with no water before or after is not water
+    dark = {"B02": 0.08, "B03": 0.09, "B04": 0.10, "B08": 0.12, "B11": 0.14, "B12": 0.12}
+    cls, _, _ = classify_region(props({k: v * 2 for k, v in dark.items()}, dark, mndwi=0.16, brightness=-0.08))
+    assert cls != "water"
+
+
+def test_earthworks_and_other():
+    assert classify_region(props(bsi=0.1, rectangularity=0.5, solidity=0.6))[0] == "earthworks"
+    cls, conf, ev = classify_region(props())
+    assert cls == "other" and ev["rule"] == "other.unexplained"
+
+
+def test_surface_change_on_apron():
+    apron = RegionContext(feature="apron A", role="apron", inside_fraction=1.0, touches=True, paved_fraction=1.0)
+    cls, _, ev = classify_region(props(brightness=0.05), apron)
+    assert cls == "surface_change" and ev["context"]["feature"] == "apron A"
+
+
+def test_confidence_grows_with_evidence():
+    weak = classify_region(props(brightness=-0.035, elongation=6.0), RUNWAY)[1]
+    strong = classify_region(props(brightness=-0.12, elongation=6.0), RUNWAY)[1]
+    assert strong > weak
+
+
+def test_named_strategies_and_callables():
+    assert "rules" in CLASSIFIERS
+    with pytest.raises(ValueError, match="rules"):
+        classify_region(props(), method="deep-learning")
+
+    def always_water(p, ctx, *, thresholds=None):
+        return "water", 0.4, {"rule": "custom"}
+
+    assert classify_region(props(), method=always_water) == ("water", 0.4, {"rule": "custom"})
+
+    def bad(p, ctx, *, thresholds=None):
+        return "aircraft", 1.0, {}
+
+    with pytest.raises(ValueError, match="aircraft"):
+        classify_region(props(), method=bad)
+
+
+def test_angles():
+    assert angle_difference(5, 175) == pytest.approx(10)
+    assert angle_difference(0, 90) == pytest.approx(90)
+    assert feature_axis_deg(rotated_rect(0, 0, 1000, 40, 30)) == pytest.approx(30)
+    assert feature_axis_deg(rotated_rect(0, 0, 1000, 40, 150)) == pytest.approx(150)
+    assert feature_axis_deg(LineString([(0, 0), (10, 0)])) == pytest.approx(90)
+    assert feature_axis_deg(LineString([(0, 0), (0, -10)])) == pytest.approx(0)
+
+
+def test_feature_context_on_planted_site(site, grid, runway_utm):
+    """Planted regions: 1 inside the runway, 2 inside apron A, 3 on taxiway T1 (a line feature),
+    4 in open desert, 5 just beside the runway edge (within 20 m, outside the polygon)."""
+    masks = [
+        burn(rotated_rect(*on_axis(0), 300, 30, RUNWAY_AZ), grid) & burn(runway_utm, grid),
+        burn(box(CX - 800, CY - 50, CX - 700, CY + 10), grid),
+        burn(box(CX - 100, CY - 905, CX + 100, CY - 895), grid),
+        burn(box(CX + 700, CY + 900, CX + 800, CY + 960), grid),
+        burn(rotated_rect(*np.add(on_axis(400), (36 * 0.866, -36 * 0.5)), 200, 20, RUNWAY_AZ), grid) & ~burn(runway_utm, grid),
+    ]
+    labels = np.zeros(grid.shape, np.int32)
+    for i, m in enumerate(masks, 1):
+        assert m.any()
+        labels[m] = i
+    ctx = feature_context(labels, grid, site, touch_m=20)
+    assert ctx[1].feature == "runway 03/21" and ctx[1].inside_fraction > 0.95 and ctx[1].role == "runway"
+    assert ctx[1].feature_axis_deg == pytest.approx(RUNWAY_AZ, abs=0.5)
+    assert ctx[1].surface == "asphalt"
+    assert ctx[2].feature == "apron A" and ctx[2].paved_fraction == pytest.approx(1.0)
+    assert ctx[3].feature == "taxiway T1" and ctx[3].feature_axis_deg == pytest.approx(90, abs=0.5)
+    assert ctx[4].feature is None and ctx[4].paved_fraction == 0 and not ctx[4].touches
+    assert ctx[5].feature == "runway 03/21" and ctx[5].inside_fraction == 0.0 and ctx[5].touches
+    assert all(c.aoi_kind == "airbase" for c in ctx.values())
+    assert feature_context(np.zeros(grid.shape, np.int32), grid, site) == {}
