@@ -13,7 +13,10 @@ Tables (schema version in ``PRAGMA user_version``, upgraded by :data:`MIGRATIONS
     counts, versions (JSON), error text.
 ``objects``
     Change objects with lifecycle ``candidate`` / ``confirmed`` / ``persisting`` / ``gone``,
-    ``first_seen`` / ``last_seen`` and a stable id (geometry as WKT in the AOI grid CRS).
+    ``first_seen`` / ``last_seen`` and a stable id (geometry as WKT in the AOI grid CRS);
+    ``reported_run`` (schema 2) is the run that first reported it as confirmed.
+``observations`` (schema 2)
+    Each object's status, confidence and area at every clear acquisition it was tracked at.
 
 Every change is made inside :meth:`State.transaction` (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a
 process killed at any point leaves either the old or the new state, never a mix.
@@ -106,6 +109,21 @@ MIGRATIONS: dict[int, list[str]] = {
             evidence TEXT NOT NULL DEFAULT '{}',
             run_id TEXT,
             PRIMARY KEY (aoi_id, object_id)
+        )""",
+    ],
+    2: [
+        # which run first reported an object as confirmed (alerts and --fail-on-change fire once)
+        "ALTER TABLE objects ADD COLUMN reported_run TEXT",
+        # one row per object and clear acquisition it was tracked at: the report's history
+        """CREATE TABLE observations (
+            aoi_id TEXT NOT NULL,
+            object_id TEXT NOT NULL,
+            date TEXT NOT NULL,
+            acq_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            area_m2 REAL NOT NULL,
+            PRIMARY KEY (aoi_id, object_id, acq_id)
         )""",
     ],
 }
@@ -366,9 +384,14 @@ class State:
             )
         with self.transaction():
             self.conn.executemany(
-                """INSERT OR REPLACE INTO objects (aoi_id, object_id, cls, status, first_seen, last_seen, confidence,
+                """INSERT INTO objects (aoi_id, object_id, cls, status, first_seen, last_seen, confidence,
                        area_m2, feature, before, after, geometry_wkt, evidence, run_id)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (aoi_id, object_id) DO UPDATE SET cls = excluded.cls, status = excluded.status,
+                       first_seen = excluded.first_seen, last_seen = excluded.last_seen,
+                       confidence = excluded.confidence, area_m2 = excluded.area_m2, feature = excluded.feature,
+                       before = excluded.before, after = excluded.after, geometry_wkt = excluded.geometry_wkt,
+                       evidence = excluded.evidence, run_id = excluded.run_id""",
                 rows,
             )
 
@@ -385,6 +408,39 @@ class State:
                     self.conn.execute("DELETE FROM objects WHERE aoi_id = ? AND object_id = ?", (aoi_id, oid))
             self.save_objects(aoi_id, objects, run_id=run_id)
 
+    def record_observations(self, aoi_id: str, objects: Iterable[ChangeObject], *, acq_id: str, date: str) -> None:
+        """Record each object's status, confidence and area at one clear acquisition."""
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO observations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(aoi_id, o.id, date, acq_id, o.status, float(o.confidence), float(o.area_m2)) for o in objects],
+            )
+
+    def history(self, aoi_id: str, object_ids: Iterable[str] | None = None) -> dict[str, list[dict]]:
+        """``{object_id: [{"date", "status", "confidence", "area_m2"}, ...]}`` by date (the report's history)."""
+        want = set(object_ids) if object_ids is not None else None
+        out: dict[str, list[dict]] = {}
+        for r in self.conn.execute(
+            "SELECT object_id, date, status, confidence, area_m2 FROM observations WHERE aoi_id = ? ORDER BY object_id, date, acq_id",
+            (aoi_id,),
+        ):
+            if want is None or r[0] in want:
+                out.setdefault(r[0], []).append({"date": r[1], "status": r[2], "confidence": r[3], "area_m2": r[4]})
+        return out
+
+    def unreported_confirmed(self, aoi_id: str) -> list[ChangeObject]:
+        """Confirmed or persisting objects no run has reported yet."""
+        q = ("SELECT * FROM objects WHERE aoi_id = ? AND status IN ('confirmed', 'persisting') AND reported_run IS NULL "
+             "ORDER BY object_id")
+        return [_row_to_object(r) for r in self.conn.execute(q, (aoi_id,))]
+
+    def mark_reported(self, aoi_id: str, object_ids: Iterable[str], run_id: str) -> None:
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE objects SET reported_run = ? WHERE aoi_id = ? AND object_id = ? AND reported_run IS NULL",
+                [(run_id, aoi_id, oid) for oid in object_ids],
+            )
+
     def counts(self, aoi_id: str) -> dict[str, int]:
         """Number of objects of ``aoi_id`` per lifecycle status."""
         return {
@@ -399,10 +455,10 @@ class State:
                 "reference_acquisitions", "outputs_acquisition")
         acqs = [{k: v for k, v in a.items() if k != "run_id"} for a in self.acquisitions(aoi_id)]
         objs = [
-            {k: v for k, v in dict(r).items() if k != "run_id"}
+            {**{k: v for k, v in dict(r).items() if k not in ("run_id", "reported_run")}, "reported": r["reported_run"] is not None}
             for r in self.conn.execute("SELECT * FROM objects WHERE aoi_id = ? ORDER BY object_id", (aoi_id,))
         ]
-        return {"aoi": {k: aoi.get(k) for k in keep}, "acquisitions": acqs, "objects": objs}
+        return {"aoi": {k: aoi.get(k) for k in keep}, "acquisitions": acqs, "objects": objs, "history": self.history(aoi_id)}
 
 
 def _row_to_object(r: sqlite3.Row) -> ChangeObject:

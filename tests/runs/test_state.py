@@ -115,3 +115,28 @@ def test_concurrent_writers_from_two_processes(tmp_path):
         assert p.exitcode == 0
     st = State(path)
     assert len(st.seen("p")) == 40 and len(st.seen("q")) == 40
+
+
+def test_version_1_database_is_migrated_keeping_its_rows(tmp_path):
+    from pipeline.runs.state import MIGRATIONS
+
+    p = tmp_path / "v1.sqlite"
+    con = sqlite3.connect(p)
+    for sql in MIGRATIONS[1]:
+        con.execute(sql)
+    con.execute(
+        "INSERT INTO objects (aoi_id, object_id, cls, status, first_seen, last_seen, confidence, area_m2, geometry_wkt) "
+        "VALUES ('t', 't-1', 'earthworks', 'confirmed', '2024-09-01', '2024-09-06', 0.7, 900, 'POLYGON ((0 0, 1 0, 1 1, 0 0))')"
+    )
+    con.execute("PRAGMA user_version = 1")
+    con.commit()
+    con.close()
+    st = State(p)
+    assert st.schema_version == SCHEMA_VERSION == 2
+    assert [o.id for o in st.unreported_confirmed("t")] == ["t-1"]
+    st.mark_reported("t", ["t-1"], "run-a")
+    st.mark_reported("t", ["t-1"], "run-b")  # the first report wins
+    assert st.conn.execute("SELECT reported_run FROM objects").fetchone()[0] == "run-a"
+    assert st.unreported_confirmed("t") == []
+    st.record_observations("t", st.objects("t"), acq_id="a1", date="2024-09-06")
+    assert st.history("t") == {"t-1": [{"date": "2024-09-06", "status": "confirmed", "confidence": 0.7, "area_m2": 900.0}]}

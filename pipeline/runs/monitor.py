@@ -1,0 +1,535 @@
+"""Unattended monitoring: process only new acquisitions, track change objects, publish outputs.
+
+Semantics of one AOI (:func:`monitor_aoi`):
+
+reference
+    The before window. At an AOI's first run it is fixed from the configuration (``reference``,
+    default the 180 days before ``since``) and held in the state; later runs keep it. Its
+    composite is saved once as ``ROOT/<aoi>/reference/composite.npy`` (path + sha256 in the
+    state); later runs check their composite against that digest and warn when the archive
+    changed underneath.
+new acquisitions
+    ``source.search`` over ``[max(since, reference end + 1 day), until]`` minus every
+    acquisition the state has already seen. Without any, the run does no image work and leaves
+    all outputs untouched (byte-identical).
+one clear acquisition at a time
+    Each new acquisition, oldest first, is compared with the reference (``detect_stacks`` with
+    ``min_persistence=1``); a cloudy one is recorded as ``skipped`` with the reason and changes
+    nothing else. The objects found go through :func:`pipeline.objects.track.update_lifecycle`:
+    a change seen once is a ``candidate``; seen again at the next clear acquisition it is
+    ``confirmed`` (``confirm_after``, default 2), then ``persisting``; a candidate not seen again
+    is dropped (a one-date change is never reported); a confirmed change no longer seen is
+    ``gone``. Each acquisition's state update is one transaction.
+outputs
+    ``ROOT/<aoi>/runs/<run-id>/`` (written as ``runs/.tmp-<run-id>`` then renamed) holds the
+    outputs of the latest clear acquisition with the tracked objects (confirmed, persisting,
+    gone) and their history; its files are then published into ``ROOT/<aoi>/`` one atomic
+    rename each, ``manifest.json`` last, and the state records which acquisition they show.
+
+Crash safety: a run killed at any point leaves whole transactions and whole files; the rerun marks
+the dead run ``failed``, removes temporary folders, processes the acquisitions not yet recorded
+and, if the published outputs lag the state, regenerates them, ending where an uninterrupted run
+would. ``S2WATCH_TEST_KILL_AT=<stage>[:<n>]`` (tests only) SIGKILLs the process at the n-th
+passage of a stage: ``searched``, ``acquisition``, ``run-folder``, ``publish``, ``published``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..config import Config
+from ..errors import LockHeldError, NoDataError, PipelineError, UsageError
+from .lock import AOILock
+from .logs import progress
+from .state import SCHEMA_VERSION, State
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AOIOutcome", "RunSummary", "monitor_aoi", "run_monitor", "new_run_id", "alert_summary", "KILL_ENV"]
+
+KILL_ENV = "S2WATCH_TEST_KILL_AT"
+REPORTED_STATUSES = ("confirmed", "persisting", "gone")
+_passages: dict[str, int] = {}
+
+
+def _kill_point(stage: str) -> None:
+    """Test hook: SIGKILL this process when ``$S2WATCH_TEST_KILL_AT`` is ``stage`` or ``stage:n``
+    and this is the n-th passage (default 1). Does nothing when the variable is unset."""
+    want = os.environ.get(KILL_ENV)
+    if not want:
+        return
+    name, _, nth = want.partition(":")
+    if name != stage:
+        return
+    _passages[stage] = _passages.get(stage, 0) + 1
+    if _passages[stage] == int(nth or 1):
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def new_run_id() -> str:
+    """``YYYYmmddTHHMMSSZ-<6 hex>``: sortable by start time, unique across overlapping runs."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class AOIOutcome:
+    """What one run did for one AOI.
+
+    Attributes
+    ----------
+    aoi : str
+    run_id : str
+    status : str
+        ``ok`` (outputs updated or nothing new to show), ``no_new_data``, ``locked`` (another run
+        holds the AOI) or ``failed``.
+    n_new, n_used, n_skipped : int
+        New acquisitions found, used (clear) and skipped (cloudy / no data).
+    new_confirmed : tuple of dict
+        Changes confirmed and not reported by an earlier run (see :func:`alert_summary`).
+    open_counts : dict
+        Tracked objects per lifecycle status after the run.
+    out_dir : str or None
+        ``ROOT/<aoi>`` when outputs were (re)published.
+    error : str
+    seconds : float
+        Wall time.
+    """
+
+    aoi: str
+    run_id: str
+    status: str
+    n_new: int = 0
+    n_used: int = 0
+    n_skipped: int = 0
+    new_confirmed: tuple[dict, ...] = ()
+    open_counts: dict = field(default_factory=dict)
+    out_dir: str | None = None
+    report: str | None = None
+    aoi_name: str = ""
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Outcomes of every AOI of one run, and the alerts sent."""
+
+    run_id: str
+    outcomes: tuple[AOIOutcome, ...]
+    alerts: dict = field(default_factory=dict)
+
+    def exit_code(self, *, fail_on_change: bool = False) -> int:
+        """1 if any AOI failed; else 3 with ``fail_on_change`` and new confirmed change; else 75
+        if an AOI was locked by another run; else 0."""
+        if any(o.status == "failed" for o in self.outcomes):
+            return 1
+        if fail_on_change and any(o.new_confirmed for o in self.outcomes):
+            return 3
+        if any(o.status == "locked" for o in self.outcomes):
+            return 75
+        return 0
+
+
+def _versions() -> dict:
+    import numba
+    import rasterio
+    import shapely
+
+    return {
+        "s2watch": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+        "shapely": shapely.__version__,
+        "state_schema": SCHEMA_VERSION,
+    }
+
+
+def alert_summary(aoi, run_id: str, objects, *, report: str | None = None) -> dict:
+    """The JSON summary of new confirmed changes posted to webhooks.
+
+    ``{"aoi", "aoi_name", "run_id", "report", "changes": [{"id", "class", "status", "confidence",
+    "area_m2", "feature", "first_seen", "last_seen", "lon", "lat"}]}``; lon/lat of the centroid.
+    """
+    from ..grid import reproject_geometry
+
+    rows = []
+    for o in objects:
+        c = reproject_geometry(o.geometry.centroid, aoi.epsg, 4326)
+        rows.append(
+            {
+                "id": o.id, "class": o.cls, "status": o.status, "confidence": round(float(o.confidence), 3),
+                "area_m2": round(float(o.area_m2), 1), "feature": o.feature, "first_seen": o.first_seen,
+                "last_seen": o.last_seen, "lon": round(c.x, 6), "lat": round(c.y, 6),
+            }
+        )
+    return {"aoi": aoi.id, "aoi_name": aoi.name, "run_id": run_id, "report": report, "changes": rows}
+
+
+def _params(cfg: Config):
+    from ..detect import DetectParams
+
+    try:
+        params = DetectParams(**cfg.thresholds)
+    except TypeError as exc:
+        raise UsageError(f"[thresholds] in the configuration: {exc}; see DetectParams for valid keys") from exc
+    # persistence is judged across acquisitions by the lifecycle, not inside one detection
+    return replace(params, min_persistence=1, max_cloud=cfg.max_cloud if cfg.max_cloud is not None else params.max_cloud)
+
+
+def _source(cfg: Config):
+    from ..sources import get_source
+
+    return get_source(cfg.source, **dict(cfg.source_options.get(cfg.source, {})))
+
+
+def _cleanup(root: Path) -> None:
+    """Remove what a killed run may have left: temporary run folders and temporary files."""
+    runs = root / "runs"
+    if runs.is_dir():
+        for p in runs.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(".*.tmp*"):
+        p.unlink(missing_ok=True)
+
+
+def _save_reference(root: Path, composite: np.ndarray) -> tuple[str, str]:
+    from ..outputs.atomic import write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(composite, dtype=np.float32), allow_pickle=False)
+    data = buf.getvalue()
+    (root / "reference").mkdir(parents=True, exist_ok=True)
+    write_bytes(root / "reference" / "composite.npy", data)
+    return "reference/composite.npy", hashlib.sha256(data).hexdigest()
+
+
+def _digest(composite: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(composite, dtype=np.float32), allow_pickle=False)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def _publish(run_dir: Path, files: dict[str, Path], root: Path) -> None:
+    """Move the run's files into ``root`` one atomic rename each (hard link, else copy), manifest last."""
+    names = sorted(files, key=lambda n: (n == "manifest.json", n))
+    for name in names:
+        src = run_dir / Path(files[name]).name
+        dst = root / src.name
+        tmp = root / f".{src.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        _kill_point("publish")
+
+
+class _Tracker:
+    """Processes one AOI's new acquisitions against its reference."""
+
+    def __init__(self, aoi, cfg: Config, state: State, source, run_id: str):
+        self.aoi, self.cfg, self.state, self.source, self.run_id = aoi, cfg, state, source, run_id
+        self.root = cfg.output_root / aoi.id
+        self.params = _params(cfg)
+        self.grid = aoi.grid()
+        self._ref_stack = None
+
+    def reference_stack(self, period: tuple[date, date]):
+        if self._ref_stack is None:
+            acqs = self.source.search(self.aoi, *period, max_cloud=self.params.max_cloud)
+            if not acqs:
+                raise NoDataError(
+                    f"{self.aoi.id}: no acquisition in the reference period {period[0]}/{period[1]}; "
+                    "set [monitor] reference to a period with imagery"
+                )
+            self._ref_stack = self.source.read(self.aoi, acqs, grid=self.grid, bands=self.params.bands)
+        return self._ref_stack
+
+    def detect_one(self, period, acq):
+        from ..detect import detect_stacks
+
+        ref = self.reference_stack(period)
+        after = self.source.read(self.aoi, [acq], grid=self.grid, bands=self.params.bands)
+        return detect_stacks(
+            self.aoi, ref, after, params=self.params, source_name=self.source.name,
+            windows=(period, (acq.date, acq.date)),
+        )
+
+
+def monitor_aoi(aoi_ref: Any, cfg: Config, run_id: str | None = None, *, source=None) -> AOIOutcome:
+    """Run monitoring for one AOI (see the module docstring). Never raises for a failed AOI:
+    the outcome says ``failed`` with the error, or ``locked`` when another run holds it.
+
+    Parameters
+    ----------
+    aoi_ref : str, path or AOI
+    cfg : Config
+    run_id : str or None
+        Shared by every AOI of one ``s2watch run`` (default: a new id).
+    source : Source or None
+        Default: ``get_source(cfg.source, **cfg.source_options[cfg.source])``.
+    """
+    from ..aoi import load_aoi
+
+    run_id = run_id or new_run_id()
+    t0 = time.monotonic()
+    name = str(getattr(aoi_ref, "id", aoi_ref))
+    try:
+        aoi = load_aoi(aoi_ref, extra_paths=cfg.aoi_paths)
+        name = aoi.id
+        root = cfg.output_root / aoi.id
+        with AOILock(root / ".lock", aoi_id=aoi.id):
+            with State(cfg.state_file) as state:
+                out = _monitor_locked(aoi, cfg, state, source or _source(cfg), run_id)
+        return replace(out, seconds=round(time.monotonic() - t0, 3))
+    except LockHeldError as exc:
+        log.warning("%s", exc, extra={"aoi": name})
+        return AOIOutcome(name, run_id, "locked", error=str(exc), seconds=round(time.monotonic() - t0, 3))
+    except Exception as exc:
+        msg = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+        log.error("%s failed: %s", name, msg, extra={"aoi": name})
+        log.debug("%s", traceback.format_exc())
+        _record_failure(cfg, name, run_id, msg)
+        return AOIOutcome(name, run_id, "failed", error=msg, seconds=round(time.monotonic() - t0, 3))
+
+
+def _record_failure(cfg: Config, aoi_id: str, run_id: str, msg: str) -> None:
+    try:
+        with State(cfg.state_file) as st:
+            if st.conn.execute("SELECT 1 FROM runs WHERE run_id = ? AND aoi_id = ?", (run_id, aoi_id)).fetchone():
+                st.finish_run(run_id, aoi_id, status="failed", error=msg[:2000])
+    except Exception:  # the state itself may be what failed
+        log.debug("could not record the failure in the state", exc_info=True)
+
+
+def _monitor_locked(aoi, cfg: Config, state: State, source, run_id: str) -> AOIOutcome:
+    root = cfg.output_root / aoi.id
+    dead = state.close_interrupted_runs(aoi.id)
+    if dead:
+        log.warning("%s: run(s) %s were interrupted; resuming", aoi.id, ", ".join(dead), extra={"aoi": aoi.id})
+    _cleanup(root)
+
+    row = state.aoi(aoi.id)
+    if row is None:
+        ref = cfg.reference_period()
+        state.set_reference(aoi.id, period=(ref[0].isoformat(), ref[1].isoformat()), source=source.name, aoi_digest=aoi.digest)
+        row = state.aoi(aoi.id)
+    else:
+        ref = (date.fromisoformat(row["reference_start"]), date.fromisoformat(row["reference_end"]))
+        if cfg.reference is not None and cfg.reference != ref:
+            log.warning(
+                "%s: keeping the reference %s/%s held in the state (configured %s/%s applies to new AOIs only)",
+                aoi.id, ref[0], ref[1], cfg.reference[0], cfg.reference[1], extra={"aoi": aoi.id},
+            )
+    since, until = cfg.period()
+    since = max(since, ref[1] + timedelta(days=1))
+    versions = _versions()
+
+    found = source.search(aoi, since, until, max_cloud=cfg.max_cloud) if since <= until else []
+    seen = state.seen(aoi.id)
+    new = sorted((a for a in found if a.id not in seen), key=lambda a: (a.time, a.id))
+    log.info("%s: %d acquisitions %s..%s, %d new", aoi.id, len(found), since, until, len(new), extra={"aoi": aoi.id, "stage": "search"})
+    _kill_point("searched")
+
+    last = state.last_used(aoi.id)
+    stale = last is not None and row["outputs_acquisition"] != last["acq_id"]
+    if not new and not stale:
+        state.start_run(run_id, aoi.id, source=source.name, versions=versions)
+        state.finish_run(run_id, aoi.id, status="no_new_data")
+        return AOIOutcome(aoi.id, run_id, "no_new_data", open_counts=state.counts(aoi.id), aoi_name=aoi.name)
+
+    state.start_run(run_id, aoi.id, source=source.name, versions=versions)
+    tracker = _Tracker(aoi, cfg, state, source, run_id)
+    last_result, last_acq = None, None
+    n_used = n_skipped = 0
+    with progress(log, f"{aoi.id} acquisitions", len(new), aoi=aoi.id) as bar:
+        for acq in new:
+            try:
+                result = tracker.detect_one(ref, acq)
+            except NoDataError as exc:
+                if "before window" in str(exc) or "reference" in str(exc):
+                    raise
+                with state.transaction():
+                    state.record_acquisition(
+                        aoi.id, acq.id, date=acq.date.isoformat(), status="skipped", reason=str(exc)[:500],
+                        source=source.name, cloud_cover=acq.cloud_cover, run_id=run_id,
+                    )
+                n_skipped += 1
+                bar.advance(f"{acq.date} skipped", stage="acquisition")
+                _kill_point("acquisition")
+                continue
+            _check_reference(aoi, root, state, result, ref, source.name)
+            rec = next((r for r in result.acquisitions if r.window == "after"), None)
+            with state.transaction():
+                from ..objects.track import update_lifecycle
+
+                tracked = update_lifecycle(
+                    state.objects(aoi.id, open_only=True), list(result.objects),
+                    date=acq.date.isoformat(), confirm_after=cfg.confirm_after,
+                )
+                state.replace_open_objects(aoi.id, tracked, run_id=run_id)
+                state.record_observations(aoi.id, tracked, acq_id=acq.id, date=acq.date.isoformat())
+                state.record_acquisition(
+                    aoi.id, acq.id, date=acq.date.isoformat(), status="used", source=source.name,
+                    cloud_cover=acq.cloud_cover, cloud_fraction=rec.cloud_fraction if rec else None,
+                    valid_fraction=rec.valid_fraction if rec else None, n_objects=len(result.objects), run_id=run_id,
+                )
+            n_used += 1
+            last_result, last_acq = result, acq
+            bar.advance(f"{acq.date} {len(result.objects)} objects", stage="acquisition")
+            _kill_point("acquisition")
+
+    last = state.last_used(aoi.id)
+    published = None
+    if last is not None and (last_result is None or last_acq.id != last["acq_id"]):
+        # outputs lag the state (an earlier run died before publishing): recompute the last clear one
+        acq = next((a for a in source.search(aoi, date.fromisoformat(last["date"]), date.fromisoformat(last["date"]),
+                                               max_cloud=cfg.max_cloud) if a.id == last["acq_id"]), None)
+        if acq is None:
+            raise NoDataError(f"{aoi.id}: acquisition {last['acq_id']} of the state is no longer in the source")
+        last_result, last_acq = tracker.detect_one(ref, acq), acq
+    if last_result is not None and (state.aoi(aoi.id)["outputs_acquisition"] != last_acq.id or n_used):
+        published = _write_and_publish(aoi, cfg, state, last_result, last_acq, run_id)
+
+    fresh = state.unreported_confirmed(aoi.id)
+    report = str(root / "report.html") if (root / "report.html").exists() else None
+    summary = alert_summary(aoi, run_id, fresh, report=report)["changes"] if fresh else []
+    with state.transaction():
+        state.mark_reported(aoi.id, [o.id for o in fresh], run_id)
+        state.finish_run(
+            run_id, aoi.id, status="ok", n_new=len(new), n_used=n_used, n_new_confirmed=len(fresh),
+            out_dir=str(published) if published else None,
+        )
+    if fresh:
+        log.warning("%s: %d new confirmed change(s): %s", aoi.id, len(fresh), ", ".join(f"{o.cls} {o.id}" for o in fresh), extra={"aoi": aoi.id})
+    return AOIOutcome(
+        aoi.id, run_id, "ok", n_new=len(new), n_used=n_used, n_skipped=n_skipped, new_confirmed=tuple(summary),
+        open_counts=state.counts(aoi.id), out_dir=str(root) if published else None, report=report, aoi_name=aoi.name,
+    )
+
+
+def _check_reference(aoi, root: Path, state: State, result, ref, source_name: str) -> None:
+    row = state.aoi(aoi.id)
+    if row["reference_digest"]:
+        if _digest(result.before_composite) != row["reference_digest"]:
+            log.warning(
+                "%s: the reference composite differs from the one recorded (%s); the archive may have been "
+                "reprocessed", aoi.id, row["reference_path"], extra={"aoi": aoi.id},
+            )
+        return
+    path, digest = _save_reference(root, result.before_composite)
+    used = [r.id for r in result.acquisitions if r.window == "before"]
+    with state.transaction():
+        state.set_reference(
+            aoi.id, period=(ref[0].isoformat(), ref[1].isoformat()), source=source_name, aoi_digest=aoi.digest,
+            path=path, digest=digest, acquisitions=used,
+        )
+        for r in result.acquisitions:
+            if r.window == "before":
+                state.record_acquisition(
+                    aoi.id, r.id, date=r.date, status="reference", reason=r.reason, source=source_name,
+                    cloud_cover=r.cloud_cover, cloud_fraction=r.cloud_fraction, valid_fraction=r.valid_fraction,
+                )
+
+
+def _write_and_publish(aoi, cfg: Config, state: State, result, acq, run_id: str) -> Path:
+    from ..outputs import write_outputs
+
+    root = cfg.output_root / aoi.id
+    objects = [o for o in state.objects(aoi.id) if o.status in REPORTED_STATUSES]
+    final = replace(result, objects=tuple(objects))
+    history = state.history(aoi.id, [o.id for o in objects])
+    row = state.aoi(aoi.id)
+    extra = {
+        "monitoring": {
+            "run_id": run_id,
+            "acquisition": acq.id,
+            "reference": {"period": f"{row['reference_start']}/{row['reference_end']}", "composite": row["reference_path"],
+                          "sha256": row["reference_digest"]},
+            "confirm_after": cfg.confirm_after,
+            "objects": state.counts(aoi.id),
+        }
+    }
+    runs = root / "runs"
+    tmp = runs / f".tmp-{run_id}"
+    files = write_outputs(final, tmp, history=history, extra_manifest=extra)
+    run_dir = runs / run_id
+    os.replace(tmp, run_dir)
+    _kill_point("run-folder")
+    _publish(run_dir, files, root)
+    _kill_point("published")
+    state.set_outputs(aoi.id, acq.id)
+    log.info("%s: outputs of %s published to %s", aoi.id, acq.date, root, extra={"aoi": aoi.id, "stage": "publish"})
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_aois(cfg: Config, aois: Sequence[str] = (), *, all_aois: bool = False) -> list[str]:
+    """The AOIs of a run: those given, else with ``all_aois`` the configured list or every AOI on
+    the search path."""
+    if aois:
+        return list(dict.fromkeys(aois))
+    if not all_aois:
+        raise UsageError("name at least one AOI or use --all")
+    if cfg.aois:
+        return list(cfg.aois)
+    from ..aoi import list_aois
+
+    return [p.stem for p in list_aois(cfg.aoi_paths)]
+
+
+def run_monitor(aois: Sequence[str], cfg: Config, *, run_id: str | None = None, executor=None) -> RunSummary:
+    """Monitor every AOI (on ``executor``, default from ``cfg.executor``), then send alerts.
+
+    Alerts go out from this process after all AOIs finished, one per AOI with new confirmed
+    change and webhook, bounded in time (see :mod:`pipeline.runs.notify`); a failed alert is
+    logged, never fatal.
+    """
+    from .executor import get_executor
+    from .notify import notify
+
+    run_id = run_id or new_run_id()
+    own = executor is None
+    if own:
+        executor = get_executor(cfg.executor, **({"scheduler": cfg.scheduler} if cfg.executor == "dask" else {}))
+    try:
+        results = executor.map(monitor_aoi, list(aois), cfg, run_id)
+    finally:
+        if own:
+            executor.close()
+    outcomes = []
+    for name, res in zip(aois, results):
+        if isinstance(res, BaseException):
+            res = AOIOutcome(str(name), run_id, "failed", error=f"{type(res).__name__}: {res}")
+        outcomes.append(res)
+    alerts: dict[str, dict] = {}
+    for o in outcomes:
+        if o.new_confirmed and cfg.notify:
+            summary = {"aoi": o.aoi, "aoi_name": o.aoi_name, "run_id": run_id, "report": o.report, "changes": list(o.new_confirmed)}
+            alerts[o.aoi] = {
+                i: notify(u, summary, fmt=cfg.notify_format, timeout_s=cfg.notify_timeout_s, retries=cfg.notify_retries)
+                for i, u in enumerate(cfg.notify)
+            }
+    return RunSummary(run_id, tuple(outcomes), alerts)
