@@ -45,6 +45,7 @@ __all__ = [
     "Step",
     "feature_series",
     "flagged_dates",
+    "profile_section",
     "runway_profile",
     "series_values",
 ]
@@ -550,6 +551,54 @@ def feature_series(
         clear_fraction=frac,
         clear=clear,
         pixels=int(rows.size),
+    )
+
+
+def profile_section(profile: RunwayProfile, start_m: float, end_m: float, *, min_clear: float = 0.5) -> FeatureSeries:
+    """One stretch of a runway profile as a :class:`FeatureSeries`.
+
+    Parameters
+    ----------
+    profile : RunwayProfile
+    start_m, end_m : float
+        Distances along the runway, metres; bins whose centre lies in ``[start_m, end_m]`` are used.
+    min_clear : float
+        Fraction (0-1) of those bins that must be clear on a date.
+
+    Returns
+    -------
+    FeatureSeries
+        Per date the median over the clear bins of their median reflectance; indices recomputed
+        from it; ``clear_fraction`` the pixel-weighted clear fraction of the stretch.
+
+    Raises
+    ------
+    UsageError
+        When no bin centre lies in the range.
+    """
+    lo, hi = sorted((float(start_m), float(end_m)))
+    sel = (profile.distance_m >= lo) & (profile.distance_m <= hi)
+    if not sel.any():
+        raise UsageError(
+            f"no bin of {profile.feature!r} has its centre in {lo:g}-{hi:g} m; the runway is {profile.length_m:.0f} m long"
+        )
+    refl = profile.reflectance[:, sel, :]
+    clear_bins = profile.clear[:, sel]
+    clear = clear_bins.mean(axis=1) >= min_clear
+    clear &= clear_bins.any(axis=1)
+    med = _nanmedian(refl, axis=1).astype(np.float32)
+    med[~clear] = np.nan
+    px = profile.pixels[sel].astype(np.float64)
+    frac = ((profile.clear_fraction[:, sel] * px).sum(axis=1) / max(px.sum(), 1.0)).astype(np.float32)
+    return FeatureSeries(
+        feature=f"{profile.feature} {lo:.0f}-{hi:.0f} m",
+        dates=profile.dates,
+        bands=profile.bands,
+        reflectance=med,
+        indices=_indices(med, profile.bands, list(profile.indices)),
+        clear_fraction=frac,
+        clear=clear,
+        pixels=int(px.sum()),
     )
 
 

@@ -25,6 +25,7 @@ from pipeline.timeseries import (
     RunwayProfile,
     feature_series,
     flagged_dates,
+    profile_section,
     runway_profile,
     series_values,
 )
@@ -275,3 +276,21 @@ def test_errors_name_the_problem():
         series_values(prof, "nbr")
     with pytest.raises(PipelineError, match="min_obs"):
         flagged_dates(prof, min_obs=0)
+
+
+def test_profile_section_reads_one_stretch():
+    stack, aoi, *_ = planted()
+    prof = runway_profile(stack, aoi, "runway 01/19", bins=10)
+    sec = profile_section(prof, 300, 600)
+    assert isinstance(sec, FeatureSeries) and sec.feature == "runway 01/19 300-600 m"
+    np.testing.assert_allclose(sec.band("B03")[:REPAIR_T], 0.15, atol=0.003)
+    np.testing.assert_allclose(sec.band("B03")[REPAIR_T + 1 :], 0.05, atol=0.003)
+    assert not sec.clear[REPAIR_T]
+    # the half cloud covers bin 5 of the three bins 3-5: two of three clear is enough at 0.5
+    assert sec.clear[HALF_CLOUD_T]
+    assert not profile_section(prof, 300, 600, min_clear=0.9).clear[HALF_CLOUD_T]
+    assert sec.pixels == int(prof.pixels[3:6].sum())
+    steps = flagged_dates(sec)
+    assert [s.date for s in steps] == [DATES[REPAIR_T + 1]]
+    with pytest.raises(UsageError, match="no bin of 'runway 01/19' has its centre in 2000-3000 m"):
+        profile_section(prof, 2000, 3000)
