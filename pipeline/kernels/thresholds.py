@@ -82,7 +82,7 @@ def kittler_illingworth(values: np.ndarray, *, nbins: int = 256) -> float:
     return float(centers[t])
 
 
-def chi2_threshold(values: np.ndarray | None = None, *, dof: int, alpha: float = 0.01) -> float:
+def chi2_threshold(values: np.ndarray | None = None, *, dof: int | None = None, alpha: float = 0.01) -> float:
     """Chi-square threshold: the value a no-change pixel exceeds with probability ``alpha``.
 
     ``scipy.stats.chi2.isf(alpha, dof)``; for the IR-MAD statistic ``chi2`` use ``dof = B``.

@@ -1,0 +1,101 @@
+"""Thresholds on planted bimodal histograms whose optimum is known analytically."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from pipeline.errors import UsageError
+from pipeline.kernels import THRESHOLDS, apply_threshold, threshold
+
+
+def mixture(n1, m1, s1, n2, m2, s2, seed=0):
+    """Planted: n1 samples of N(m1, s1) and n2 of N(m2, s2), shuffled, as (H, W) float32 with NaN border."""
+    rng = np.random.default_rng(seed)
+    v = np.concatenate([rng.normal(m1, s1, n1), rng.normal(m2, s2, n2)])
+    rng.shuffle(v)
+    side = int(np.ceil(np.sqrt(v.size))) + 2
+    img = np.full(side * side, np.nan, np.float32)
+    img[: v.size] = v
+    return img.reshape(side, side)
+
+
+def bayes_boundary(p1, m1, s1, p2, m2, s2):
+    """Where the two weighted densities cross between the means (the minimum-error threshold)."""
+    f = lambda t: p1 * stats.norm.pdf(t, m1, s1) - p2 * stats.norm.pdf(t, m2, s2)  # noqa: E731
+    return optimize.brentq(f, m1, m2)
+
+
+def test_otsu_symmetric_mixture_splits_in_the_middle():
+    """Overlapping equal classes (means 4 sd apart): by symmetry both criteria peak at the midpoint."""
+    img = mixture(100_000, 0.0, 1.0, 100_000, 4.0, 1.0)
+    bin_width = (np.nanmax(img) - np.nanmin(img)) / 256
+    assert abs(threshold(img, "otsu") - 2.0) < 2 * bin_width
+
+
+def test_kittler_illingworth_finds_minimum_error_boundary():
+    """Unequal weights and spreads: Otsu is biased toward the big class, K-I finds the Bayes boundary."""
+    img = mixture(70_000, 0.0, 1.0, 30_000, 8.0, 2.0, seed=1)
+    want = bayes_boundary(0.7, 0.0, 1.0, 0.3, 8.0, 2.0)
+    bin_width = (np.nanmax(img) - np.nanmin(img)) / 256
+    got = threshold(img, "kittler-illingworth")
+    assert abs(got - want) < 3 * bin_width, (got, want)
+    # Otsu is measurably elsewhere on this mixture (sanity check that the test can tell them apart)
+    assert abs(threshold(img, "otsu") - want) > 3 * bin_width
+
+
+def test_kittler_illingworth_equal_classes():
+    img = mixture(100_000, 2.0, 0.5, 100_000, 4.0, 0.5, seed=2)
+    assert abs(threshold(img, "kittler-illingworth", nbins=512) - 3.0) < 0.05
+
+
+def test_mask_and_sample():
+    img = mixture(50_000, 0.0, 1.0, 50_000, 10.0, 1.0, seed=3)
+    # mask keeps only the low class plus a few high values: the split moves
+    mask = np.isfinite(img) & ((img < 5) | (np.arange(img.size).reshape(img.shape) % 50 == 0))
+    assert threshold(img, "otsu", mask=mask) != threshold(img, "otsu")
+    img = mixture(50_000, 0.0, 1.0, 50_000, 4.0, 1.0, seed=4)
+    full = threshold(img, "kittler-illingworth")
+    sub = threshold(img, "kittler-illingworth", sample=20_000, seed=4)
+    assert abs(sub - full) < 0.15
+    assert sub == threshold(img, "kittler-illingworth", sample=20_000, seed=4)
+
+
+def test_chi2_threshold_is_the_upper_quantile():
+    t = threshold(np.zeros((2, 2), np.float32), "chi2", dof=6, alpha=0.01)
+    assert t == pytest.approx(stats.chi2.ppf(0.99, 6), rel=1e-12)
+    rng = np.random.default_rng(5)
+    sample = rng.chisquare(6, 200_000)
+    assert abs((sample > t).mean() - 0.01) < 0.002
+    with pytest.raises(UsageError, match="dof"):
+        threshold(sample, "chi2")
+
+
+def test_unknown_name_lists_valid_ones_and_callables_work():
+    with pytest.raises(ValueError, match="otsu, kittler-illingworth, chi2"):
+        threshold(np.ones(4), "kapur")
+    assert set(THRESHOLDS) == {"otsu", "kittler-illingworth", "chi2"}
+    img = mixture(1000, 0.0, 1.0, 1000, 5.0, 1.0)
+    assert threshold(img, lambda v, q=0.5: float(np.quantile(v, q)), q=0.9) == pytest.approx(
+        float(np.nanquantile(img, 0.9))
+    )
+
+
+def test_no_finite_values_is_a_clear_error():
+    with pytest.raises(UsageError, match="no finite values"):
+        threshold(np.full((3, 3), np.nan, np.float32), "otsu")
+    with pytest.raises(UsageError, match="mask"):
+        threshold(np.ones((3, 3), np.float32), "otsu", mask=np.ones((2, 2), bool))
+
+
+def test_constant_values():
+    assert threshold(np.full((5, 5), 2.5, np.float32), "otsu") == 2.5
+    assert threshold(np.full((5, 5), 2.5, np.float32), "kittler-illingworth") == 2.5
+
+
+def test_apply_threshold_matches_numpy():
+    img = mixture(5000, 0.0, 1.0, 5000, 4.0, 1.0, seed=6)
+    got = apply_threshold(img, 2.0)
+    np.testing.assert_array_equal(got, img > np.float32(2.0))
+    assert not got[np.isnan(img)].any()
