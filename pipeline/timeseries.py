@@ -113,16 +113,31 @@ def _mask_valid(stack: SceneStack, window: tuple[slice, slice]) -> np.ndarray:
     return stack.valid[:, rs, cs] & (stack.data[:, :, rs, cs] != 0).all(axis=1)
 
 
+CLOUDMASK_MARGIN_PX = 16
+"""Pixels read around a feature's window for the ``cloudmask`` strategy, so that the dilation of
+clouds just outside the window still reaches into it (more than the masks' dilation radius)."""
+
+
 def _mask_cloudmask(stack: SceneStack, window: tuple[slice, slice]) -> np.ndarray:
     from .preprocess.cloudmask import mask_stack
+    from .preprocess.harmonise import harmonise
 
     rs, cs = window
-    T = len(stack)
-    refl = np.empty((T, len(stack.bands)) + stack.valid[:, rs, cs].shape[1:], dtype=np.float32)
-    for t in range(T):
-        refl[t] = _to_reflectance(stack.data[t, :, rs, cs], stack.valid[t, rs, cs], stack.acquisitions[t].offset)
-    scl = None if stack.scl is None else stack.scl[:, rs, cs]
-    return mask_stack(refl, stack.bands, scl=scl).clear
+    H, W = stack.grid.shape
+    m = CLOUDMASK_MARGIN_PX
+    r0, r1 = max(0, rs.start - m), min(H, rs.stop + m)
+    c0, c1 = max(0, cs.start - m), min(W, cs.stop + m)
+    crop = SceneStack(
+        stack.grid.window(r0, c0, r1 - r0, c1 - c0),
+        stack.bands,
+        stack.data[:, :, r0:r1, c0:c1],
+        stack.valid[:, r0:r1, c0:c1],
+        None if stack.scl is None else stack.scl[:, r0:r1, c0:c1],
+        stack.acquisitions,
+    )
+    h = harmonise(crop)
+    clear = mask_stack(h.reflectance, h.bands, scl=crop.scl).clear
+    return clear[:, rs.start - r0 : rs.stop - r0, cs.start - c0 : cs.stop - c0]
 
 
 MASKS: dict[str, Callable[[SceneStack, tuple[slice, slice]], np.ndarray]] = {
@@ -134,7 +149,8 @@ MASKS: dict[str, Callable[[SceneStack, tuple[slice, slice]], np.ndarray]] = {
 
 ``scl``: data present and SCL not in :attr:`SCL.MASKED` (data only for L1C stacks);
 ``valid``: data present, clouds ignored; ``cloudmask``: :func:`pipeline.preprocess.cloudmask.mask_stack`
-(SCL plus spectral cloud, haze and shadow tests, dilated) computed on the feature's window.
+(SCL plus spectral cloud, haze and shadow tests, dilated; the masks detection uses) computed on the
+feature's window plus :data:`CLOUDMASK_MARGIN_PX`. Its spectral tests need B02, B04, B8A and B11.
 """
 
 
@@ -152,13 +168,6 @@ def _clear_window(stack: SceneStack, window: tuple[slice, slice], mask) -> np.nd
     if full.shape != (T, H, W) or full.dtype != bool:
         raise UsageError(f"mask must be a (T, H, W) = {(T, H, W)} bool array, got {full.dtype} {full.shape}")
     return full[:, rs, cs] & _mask_valid(stack, window)
-
-
-def _to_reflectance(dn: np.ndarray, valid: np.ndarray, offset: int) -> np.ndarray:
-    out = (dn.astype(np.float32) - np.float32(offset)) / np.float32(10000.0)
-    bad = ~valid | (dn == 0).any(axis=0)
-    out[:, bad] = np.nan
-    return out
 
 
 # --------------------------------------------------------------------------------------------

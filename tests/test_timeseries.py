@@ -30,7 +30,7 @@ from pipeline.timeseries import (
     series_values,
 )
 
-BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
+BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11", "B12")
 EPSG = 32634
 X0, Y0 = 700_000.0, 2_400_000.0  # runway centre in UTM 34N (near Maaten al-Sarra); edges on pixel edges
 T = 24
@@ -206,11 +206,11 @@ def test_masks_change_what_counts_as_clear():
 def test_flagged_dates_no_false_steps_on_noise():
     rng = np.random.default_rng(1)
     flagged = 0
-    for _ in range(300):
+    for _ in range(150):
         y = 0.2 + rng.normal(0, 0.01, size=40).astype(np.float32)
         fs = _series(y)
         flagged += bool(flagged_dates(fs, signal="B02", min_delta=0.0))
-    assert flagged <= 3  # at most 1 % false alarms on pure noise
+    assert flagged <= 2  # at most about 1 % false alarms on pure noise
 
 
 def test_flagged_dates_ignores_single_outlier_and_finds_two_steps():
@@ -294,3 +294,26 @@ def test_profile_section_reads_one_stretch():
     assert [s.date for s in steps] == [DATES[REPAIR_T + 1]]
     with pytest.raises(UsageError, match="no bin of 'runway 01/19' has its centre in 2000-3000 m"):
         profile_section(prof, 2000, 3000)
+
+
+def test_cloudmask_strategy_matches_the_masks_of_the_whole_stack():
+    """A cloud 5-25 m east of the runway, outside its pixel window: the masks' dilation reaches in."""
+    from pipeline.preprocess.cloudmask import mask_stack
+    from pipeline.preprocess.harmonise import harmonise
+
+    stack, aoi, on_runway, d_south = planted()
+    H, W = stack.grid.shape
+    rr, cc = np.mgrid[0:H, 0:W]
+    x, y = stack.grid.xy(rr, cc)
+    cloud = (x > X0 + 25) & (x < X0 + 45) & (np.abs(y - Y0) < 200)
+    t = 3
+    stack.data[t][:, cloud] = 6000 + stack.acquisitions[t].offset
+    stack.scl[t][cloud] = SCL.CLOUD_HIGH
+    full = mask_stack(harmonise(stack).reflectance, stack.bands, scl=stack.scl).clear
+    a = feature_series(stack, aoi, "01/19", mask="cloudmask")
+    b = feature_series(stack, aoi, "01/19", mask=full)
+    np.testing.assert_array_equal(a.clear_fraction, b.clear_fraction)
+    assert 0.5 < a.clear_fraction[t] < 1.0  # the dilated cloud reaches part of the runway
+    pa = runway_profile(stack, aoi, "01/19", bins=10, mask="cloudmask")
+    pb = runway_profile(stack, aoi, "01/19", bins=10, mask=full)
+    np.testing.assert_array_equal(pa.clear, pb.clear)
