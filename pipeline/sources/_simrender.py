@@ -1,0 +1,441 @@
+"""Rendering kernels of the simulated source: spectra, periodic noise textures, compositing.
+
+Private to :mod:`pipeline.sources.simulated`. The public wrappers here check shapes and allocate
+outputs; the ``_k_*`` numba kernels only loop. Reflectance math is float32 throughout.
+
+Spectra are typical L2A bottom-of-atmosphere reflectances (unitless, 0-1) in the band order of
+:data:`pipeline.scene.ALL_BANDS` (B02 B03 B04 B05 B06 B07 B08 B8A B11 B12), after published
+library spectra (USGS splib07 / ECOSTRESS) convolved to Sentinel-2 and typical values seen over
+North African desert airfields and Mediterranean ports.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+
+import numpy as np
+from numba import njit, prange
+from rasterio import features as rio_features
+from affine import Affine
+
+from ..grid import Grid
+from ..scene import ALL_BANDS
+
+__all__ = ["SPECTRA", "MATERIALS", "material_code", "spectrum", "stable_hash", "texture_bank", "noise_bank"]
+
+# fmt: off
+SPECTRA: dict[str, tuple[float, ...]] = {
+    #                 B02    B03    B04    B05    B06    B07    B08    B8A    B11    B12
+    "sand":          (0.215, 0.300, 0.400, 0.440, 0.460, 0.478, 0.495, 0.512, 0.585, 0.520),
+    "rock":          (0.125, 0.170, 0.235, 0.268, 0.285, 0.300, 0.312, 0.328, 0.392, 0.352),
+    "wadi":          (0.190, 0.255, 0.330, 0.362, 0.380, 0.395, 0.408, 0.422, 0.470, 0.420),
+    "coastal_soil":  (0.110, 0.150, 0.205, 0.235, 0.255, 0.270, 0.285, 0.300, 0.360, 0.300),
+    "vegetation":    (0.035, 0.068, 0.045, 0.120, 0.290, 0.360, 0.395, 0.415, 0.230, 0.120),
+    "asphalt_fresh": (0.046, 0.050, 0.054, 0.057, 0.059, 0.061, 0.063, 0.065, 0.071, 0.068),
+    "asphalt_aged":  (0.120, 0.138, 0.156, 0.166, 0.173, 0.179, 0.185, 0.190, 0.212, 0.198),
+    "asphalt_old":   (0.150, 0.176, 0.200, 0.212, 0.220, 0.226, 0.232, 0.238, 0.262, 0.244),
+    "road":          (0.105, 0.122, 0.140, 0.150, 0.157, 0.162, 0.168, 0.173, 0.195, 0.182),
+    "rubber":        (0.080, 0.088, 0.096, 0.100, 0.104, 0.107, 0.110, 0.113, 0.125, 0.118),
+    "concrete":      (0.245, 0.275, 0.300, 0.310, 0.318, 0.325, 0.332, 0.340, 0.362, 0.330),
+    "concrete_old":  (0.200, 0.232, 0.262, 0.276, 0.286, 0.294, 0.302, 0.312, 0.345, 0.318),
+    "paint":         (0.420, 0.430, 0.435, 0.436, 0.436, 0.436, 0.437, 0.438, 0.380, 0.330),
+    "roof_white":    (0.480, 0.500, 0.508, 0.510, 0.505, 0.500, 0.498, 0.496, 0.420, 0.355),
+    "roof_metal":    (0.300, 0.318, 0.328, 0.330, 0.330, 0.330, 0.330, 0.330, 0.268, 0.228),
+    "roof_concrete": (0.260, 0.290, 0.318, 0.330, 0.338, 0.344, 0.350, 0.356, 0.362, 0.322),
+    "roof_rust":     (0.110, 0.135, 0.215, 0.255, 0.278, 0.295, 0.308, 0.320, 0.338, 0.300),
+    "roof_dark":     (0.075, 0.085, 0.095, 0.100, 0.106, 0.110, 0.115, 0.118, 0.128, 0.118),
+    "roof_green":    (0.070, 0.110, 0.090, 0.100, 0.110, 0.118, 0.125, 0.130, 0.120, 0.100),
+    "roof_blue":     (0.160, 0.150, 0.110, 0.105, 0.105, 0.106, 0.108, 0.110, 0.100, 0.085),
+    "shelter":       (0.205, 0.250, 0.310, 0.340, 0.356, 0.368, 0.380, 0.392, 0.430, 0.388),
+    "compacted":     (0.250, 0.325, 0.415, 0.445, 0.462, 0.476, 0.490, 0.505, 0.548, 0.486),
+    "disturbed":     (0.150, 0.215, 0.320, 0.372, 0.402, 0.426, 0.446, 0.470, 0.625, 0.585),
+    "berm":          (0.120, 0.178, 0.272, 0.322, 0.350, 0.372, 0.392, 0.414, 0.570, 0.540),
+    "fill":          (0.230, 0.290, 0.355, 0.380, 0.395, 0.405, 0.415, 0.425, 0.470, 0.430),
+    "urban":         (0.175, 0.200, 0.228, 0.240, 0.250, 0.258, 0.266, 0.274, 0.300, 0.272),
+    "park":          (0.040, 0.072, 0.052, 0.125, 0.280, 0.345, 0.378, 0.396, 0.240, 0.128),
+    "water_deep":    (0.052, 0.038, 0.017, 0.011, 0.007, 0.006, 0.005, 0.004, 0.002, 0.001),
+    "water_shallow": (0.078, 0.088, 0.048, 0.030, 0.016, 0.012, 0.010, 0.009, 0.004, 0.002),
+    "water_harbour": (0.066, 0.070, 0.042, 0.030, 0.017, 0.013, 0.011, 0.010, 0.004, 0.002),
+    "beach":         (0.290, 0.350, 0.420, 0.448, 0.466, 0.480, 0.492, 0.505, 0.540, 0.470),
+    "breakwater":    (0.190, 0.212, 0.232, 0.242, 0.250, 0.256, 0.262, 0.268, 0.282, 0.254),
+    "tank":          (0.560, 0.575, 0.580, 0.580, 0.578, 0.575, 0.572, 0.570, 0.470, 0.400),
+    "container":     (0.210, 0.190, 0.240, 0.250, 0.255, 0.258, 0.262, 0.266, 0.240, 0.205),
+    "aircraft":      (0.560, 0.575, 0.580, 0.580, 0.578, 0.576, 0.574, 0.572, 0.440, 0.360),
+    "aircraft_grey": (0.250, 0.262, 0.268, 0.270, 0.270, 0.270, 0.270, 0.270, 0.220, 0.190),
+    "ship_hull":     (0.060, 0.062, 0.064, 0.066, 0.068, 0.070, 0.072, 0.073, 0.060, 0.050),
+    "ship_deck":     (0.300, 0.295, 0.280, 0.282, 0.285, 0.288, 0.290, 0.292, 0.250, 0.210),
+    "cloud":         (0.620, 0.615, 0.610, 0.612, 0.612, 0.610, 0.605, 0.600, 0.420, 0.280),
+    "cirrus":        (0.060, 0.058, 0.056, 0.055, 0.054, 0.053, 0.052, 0.051, 0.040, 0.030),
+}
+# fmt: on
+MATERIALS: tuple[str, ...] = ("natural",) + tuple(k for k in SPECTRA if k not in ("cloud", "cirrus"))
+"""Material codes of the label raster: 0 is the natural terrain, 1.. index :data:`SPECTRA`."""
+
+_SPEC_TABLE = np.zeros((len(MATERIALS), len(ALL_BANDS)), dtype=np.float32)
+for _i, _m in enumerate(MATERIALS[1:], start=1):
+    _SPEC_TABLE[_i] = SPECTRA[_m]
+_SPEC_TABLE.setflags(write=False)
+
+WATER_MATERIALS = ("water_deep", "water_shallow", "water_harbour")
+
+
+def material_code(name: str) -> int:
+    """uint8 code of a material of :data:`SPECTRA` in the label raster."""
+    try:
+        return MATERIALS.index(name)
+    except ValueError:
+        raise ValueError(f"unknown material {name!r}; use one of {', '.join(MATERIALS[1:])}") from None
+
+
+def spectrum(name: str, bands=ALL_BANDS) -> np.ndarray:
+    """``(len(bands),)`` float32 reflectance of a material."""
+    s = SPECTRA[name]
+    return np.array([s[ALL_BANDS.index(b)] for b in bands], dtype=np.float32)
+
+
+def spec_table(bands) -> np.ndarray:
+    """``(n_materials, len(bands))`` float32 table, row 0 (natural) zero."""
+    idx = [ALL_BANDS.index(b) for b in bands]
+    return np.ascontiguousarray(_SPEC_TABLE[:, idx])
+
+
+def stable_hash(*parts) -> int:
+    """A 63-bit integer hash of ``parts`` that is the same in every process (unlike ``hash``)."""
+    h = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1
+
+
+# ---------------------------------------------------------------------------------------------
+# textures and noise banks
+
+TEX_N = 512
+
+
+@functools.lru_cache(maxsize=8)
+def texture_bank(seed: int) -> tuple[np.ndarray, ...]:
+    """Periodic fractal (1/f^beta) noise textures, each ``(512, 512)`` float32, zero mean, unit std.
+
+    Index: 0 beta 3.4 (smooth, large), 1 beta 2.6, 2 beta 2.0 (rough), 3 beta 3.0 (clouds),
+    4 beta 3.0 (second cloud layer / cirrus), 5 beta 2.8 (masks). Costs about 60 ms once per seed.
+    """
+    rng = np.random.default_rng(stable_hash("texture-bank", seed))
+    fy = np.fft.fftfreq(TEX_N)[:, None]
+    fx = np.fft.rfftfreq(TEX_N)[None, :]
+    k = np.sqrt(fx * fx + fy * fy)
+    k[0, 0] = 1.0
+    out = []
+    for beta in (3.4, 2.6, 2.0, 3.0, 3.0, 2.8):
+        white = rng.standard_normal((TEX_N, TEX_N))
+        spec = np.fft.rfft2(white) * k ** (-beta / 2.0)
+        spec[0, 0] = 0.0
+        t = np.fft.irfft2(spec, s=(TEX_N, TEX_N))
+        t = (t - t.mean()) / t.std()
+        t = np.ascontiguousarray(t, dtype=np.float32)
+        t.setflags(write=False)
+        out.append(t)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8)
+def texture_quantiles(seed: int, index: int) -> np.ndarray:
+    """Quantiles 0, 0.001, ..., 1 of a bank texture (to turn a cover fraction into a threshold)."""
+    return np.quantile(texture_bank(seed)[index], np.linspace(0.0, 1.0, 1001)).astype(np.float64)
+
+
+NOISE_N = 1 << 22
+
+
+@functools.lru_cache(maxsize=4)
+def noise_bank(seed: int) -> np.ndarray:
+    """``(2**22,)`` float32 standard normal samples reused (at random starts) as sensor noise."""
+    rng = np.random.default_rng(stable_hash("noise-bank", seed))
+    b = rng.standard_normal(NOISE_N, dtype=np.float32)
+    b.setflags(write=False)
+    return b
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _k_sample_tex(tex, a, b, c, d, e, f, out):  # pragma: no cover - numba
+    n = tex.shape[0]
+    H, W = out.shape
+    for r in prange(H):
+        for col in range(W):
+            u = a * col + b * r + c
+            v = d * col + e * r + f
+            fu = math.floor(u)
+            fv = math.floor(v)
+            wu = u - fu
+            wv = v - fv
+            i0 = int(fu) % n
+            j0 = int(fv) % n
+            if i0 < 0:
+                i0 += n
+            if j0 < 0:
+                j0 += n
+            i1 = (i0 + 1) % n
+            j1 = (j0 + 1) % n
+            out[r, col] = (
+                (tex[j0, i0] * (1.0 - wu) + tex[j0, i1] * wu) * (1.0 - wv)
+                + (tex[j1, i0] * (1.0 - wu) + tex[j1, i1] * wu) * wv
+            )
+
+
+def tex_field(
+    tex: np.ndarray,
+    grid: Grid,
+    *,
+    scale_m: float,
+    angle: float = 0.0,
+    aniso: float = 1.0,
+    offset: tuple[float, float] = (0.0, 0.0),
+    shift_m: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """Sample a periodic texture at the pixel centres of ``grid`` (world coordinates, metres).
+
+    Parameters
+    ----------
+    tex : (N, N) float32
+    scale_m : float
+        Metres per texture cell along the first axis (``aniso`` times that along the second).
+    angle : float
+        Rotation of the texture, radians.
+    offset : (float, float)
+        Texture-cell offset (decorrelates fields that share a texture).
+    shift_m : (float, float)
+        ``(dx, dy)`` metres added to the world coordinates (e.g. a cloud shadow displacement).
+
+    Returns
+    -------
+    (H, W) float32
+    """
+    t = grid.transform
+    res = t.a
+    x0 = t.c + 0.5 * res + shift_m[0]
+    y0 = t.f - 0.5 * res + shift_m[1]
+    ca, sa = math.cos(angle), math.sin(angle)
+    L, La = scale_m, scale_m * aniso
+    a = ca * res / L
+    b = -sa * res / L
+    c = (ca * x0 + sa * y0) / L + offset[0]
+    d = -sa * res / La
+    e = -ca * res / La
+    f = (-sa * x0 + ca * y0) / La + offset[1]
+    out = np.empty(grid.shape, dtype=np.float32)
+    _k_sample_tex(tex, a, b, c, d, e, f, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry rasterisation
+
+
+def rasterize_labels(shapes, grid: Grid, ss: int) -> np.ndarray:
+    """Paint ``(geometry, code)`` pairs in order (later wins) on ``grid`` refined ``ss`` times.
+
+    Returns
+    -------
+    (H * ss, W * ss) uint8
+    """
+    t = grid.transform
+    fine = Affine(t.a / ss, 0.0, t.c, 0.0, t.e / ss, t.f)
+    shape = (grid.height * ss, grid.width * ss)
+    shapes = [(g, int(v)) for g, v in shapes if g is not None and not g.is_empty]
+    if not shapes:
+        return np.zeros(shape, dtype=np.uint8)
+    return rio_features.rasterize(shapes, out_shape=shape, transform=fine, fill=0, dtype="uint8")
+
+
+def coverage(geom, grid: Grid, *, ss: int = 4) -> tuple[int, int, np.ndarray] | None:
+    """Fractional cover of ``geom`` on the pixels of ``grid`` within its bounding window.
+
+    Returns
+    -------
+    (row0, col0, frac) with frac ``(h, w)`` float32 in [0, 1], or None when it misses the grid.
+    """
+    if geom is None or geom.is_empty:
+        return None
+    win = grid.to_window(geom.bounds)
+    r0 = max(0, int(win.row_off) - 1)
+    c0 = max(0, int(win.col_off) - 1)
+    r1 = min(grid.height, int(win.row_off + win.height) + 1)
+    c1 = min(grid.width, int(win.col_off + win.width) + 1)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    sub = grid.window(r0, c0, r1 - r0, c1 - c0)
+    lab = rasterize_labels([(geom, 1)], sub, ss)
+    h, w = r1 - r0, c1 - c0
+    frac = lab.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)
+    if not frac.any():
+        return None
+    return r0, c0, frac
+
+
+@njit(parallel=True, cache=True)
+def _k_compose(labels, ss, natural, nat_vfrac, spec, mod, out, vfrac_out, water_out, water_code_lo, water_code_hi):  # pragma: no cover
+    B, H, W = out.shape
+    inv = 1.0 / (ss * ss)
+    for r in prange(H):
+        acc = np.zeros(B, dtype=np.float32)
+        for c in range(W):
+            for b in range(B):
+                acc[b] = 0.0
+            nn = 0
+            nw = 0
+            for i in range(ss):
+                for j in range(ss):
+                    lab = labels[r * ss + i, c * ss + j]
+                    if lab == 0:
+                        nn += 1
+                    else:
+                        if lab >= water_code_lo and lab <= water_code_hi:
+                            nw += 1
+                        for b in range(B):
+                            acc[b] += spec[lab, b]
+            fn = nn * inv
+            m = mod[r, c]
+            for b in range(B):
+                out[b, r, c] = acc[b] * inv * m + fn * natural[b, r, c]
+            vfrac_out[r, c] = fn * nat_vfrac[r, c]
+            water_out[r, c] = nw * inv
+
+
+def compose(labels: np.ndarray, ss: int, natural: np.ndarray, nat_vfrac: np.ndarray, bands, mod: np.ndarray):
+    """Mix man-made materials (label raster) with the natural terrain into pixel reflectance.
+
+    Parameters
+    ----------
+    labels : (>= H*ss, >= W*ss) uint8
+        Material codes (:data:`MATERIALS`) on a grid ``ss`` times finer than the output.
+    natural : (B, H, W) float32
+        Reflectance of the natural terrain.
+    nat_vfrac : (H, W) float32
+        Vegetation fraction of the natural terrain, 0-1.
+    mod : (H, W) float32
+        Multiplicative brightness texture of man-made surfaces (about 1).
+
+    Returns
+    -------
+    refl : (B, H, W) float32
+    vfrac : (H, W) float32
+        Vegetation fraction after man-made cover.
+    water : (H, W) float32
+        Water fraction, 0-1.
+    """
+    B, H, W = natural.shape
+    if labels.shape[0] < H * ss or labels.shape[1] < W * ss:
+        raise ValueError(f"labels {labels.shape} too small for {(H, W)} x {ss}")
+    out = np.empty((B, H, W), dtype=np.float32)
+    vf = np.empty((H, W), dtype=np.float32)
+    wf = np.empty((H, W), dtype=np.float32)
+    codes = [material_code(m) for m in WATER_MATERIALS]
+    _k_compose(labels, ss, natural, nat_vfrac, spec_table(bands), mod, out, vf, wf, min(codes), max(codes))
+    return out, vf, wf
+
+
+# ---------------------------------------------------------------------------------------------
+# per-date rendering
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _k_render(
+    g10, g20, src, is20, dy, dx, alpha20, cirrus20, shadow20,
+    gain, haze, cloud_refl, cirrus_refl, shadow_k, sigma, bank, nstart, offset, out,
+):  # pragma: no cover - numba
+    nb, H, W = out.shape
+    h20, w20 = alpha20.shape
+    H10 = g10.shape[1]
+    W10 = g10.shape[2]
+    nbank = bank.shape[0]
+    for r in prange(H):
+        # cloud fields: bilinear from the 20 m grid (no misregistration: same scene, same time)
+        yc = (r + 0.5) * 0.5 - 0.5
+        if yc < 0.0:
+            yc = 0.0
+        yc0 = int(yc)
+        if yc0 > h20 - 1:
+            yc0 = h20 - 1
+        yc1 = min(yc0 + 1, h20 - 1)
+        wyc = yc - yc0
+        # ground: shifted sampling
+        y10 = r + dy
+        if y10 < 0.0:
+            y10 = 0.0
+        if y10 > H10 - 1:
+            y10 = H10 - 1.0
+        y10a = int(y10)
+        y10b = min(y10a + 1, H10 - 1)
+        wy10 = y10 - y10a
+        y20 = (r + 0.5 + dy) * 0.5 - 0.5
+        if y20 < 0.0:
+            y20 = 0.0
+        if y20 > h20 - 1:
+            y20 = h20 - 1.0
+        y20a = int(y20)
+        y20b = min(y20a + 1, h20 - 1)
+        wy20 = y20 - y20a
+        for c in range(W):
+            xc = (c + 0.5) * 0.5 - 0.5
+            if xc < 0.0:
+                xc = 0.0
+            xc0 = int(xc)
+            if xc0 > w20 - 1:
+                xc0 = w20 - 1
+            xc1 = min(xc0 + 1, w20 - 1)
+            wxc = xc - xc0
+            al = (alpha20[yc0, xc0] * (1 - wxc) + alpha20[yc0, xc1] * wxc) * (1 - wyc) + (
+                alpha20[yc1, xc0] * (1 - wxc) + alpha20[yc1, xc1] * wxc) * wyc
+            ci = (cirrus20[yc0, xc0] * (1 - wxc) + cirrus20[yc0, xc1] * wxc) * (1 - wyc) + (
+                cirrus20[yc1, xc0] * (1 - wxc) + cirrus20[yc1, xc1] * wxc) * wyc
+            sh = (shadow20[yc0, xc0] * (1 - wxc) + shadow20[yc0, xc1] * wxc) * (1 - wyc) + (
+                shadow20[yc1, xc0] * (1 - wxc) + shadow20[yc1, xc1] * wxc) * wyc
+            x10 = c + dx
+            if x10 < 0.0:
+                x10 = 0.0
+            if x10 > W10 - 1:
+                x10 = W10 - 1.0
+            x10a = int(x10)
+            x10b = min(x10a + 1, W10 - 1)
+            wx10 = x10 - x10a
+            x20 = (c + 0.5 + dx) * 0.5 - 0.5
+            if x20 < 0.0:
+                x20 = 0.0
+            if x20 > w20 - 1:
+                x20 = w20 - 1.0
+            x20a = int(x20)
+            x20b = min(x20a + 1, w20 - 1)
+            wx20 = x20 - x20a
+            cloud_bright = 0.78 + 0.22 * al
+            pix = r * W + c
+            for j in range(nb):
+                k = src[j]
+                if is20[j]:
+                    g = (g20[k, y20a, x20a] * (1 - wx20) + g20[k, y20a, x20b] * wx20) * (1 - wy20) + (
+                        g20[k, y20b, x20a] * (1 - wx20) + g20[k, y20b, x20b] * wx20) * wy20
+                else:
+                    g = (g10[k, y10a, x10a] * (1 - wx10) + g10[k, y10a, x10b] * wx10) * (1 - wy10) + (
+                        g10[k, y10b, x10a] * (1 - wx10) + g10[k, y10b, x10b] * wx10) * wy10
+                g = g * (1.0 - shadow_k[j] * sh)
+                v = gain[j] * g + haze[j]
+                v = v * (1.0 - al) + cloud_refl[j] * cloud_bright * al
+                v = v + cirrus_refl[j] * ci
+                v = v + sigma[j] * bank[(nstart[j] + pix) % nbank]
+                dn = int(v * 10000.0 + 0.5) + offset
+                if dn < 1:
+                    dn = 1
+                elif dn > 65535:
+                    dn = 65535
+                out[j, r, c] = dn
+
+
+def render_date(g10, g20, src, is20, shift, alpha20, cirrus20, shadow20, gain, haze, cloud_refl, cirrus_refl,
+                shadow_k, sigma, bank, nstart, offset, out):
+    """Render one acquisition into ``out`` ``(nb, H, W)`` uint16 DN (see ``_k_render``)."""
+    _k_render(
+        g10, g20, np.asarray(src, np.int64), np.asarray(is20, np.bool_), float(shift[0]), float(shift[1]),
+        alpha20, cirrus20, shadow20,
+        np.asarray(gain, np.float32), np.asarray(haze, np.float32), np.asarray(cloud_refl, np.float32),
+        np.asarray(cirrus_refl, np.float32), np.asarray(shadow_k, np.float32), np.asarray(sigma, np.float32),
+        bank, np.asarray(nstart, np.int64), int(offset), out,
+    )
