@@ -28,7 +28,7 @@ from .atomic import write_text
 from .cog import write_class_cog, write_magnitude_cog, write_rgb_cog
 from .geojson import write_geojson
 from .gpkg import write_gpkg
-from .manifest import write_manifest
+from .manifest import check_extra, write_manifest
 from .plots import TRUE_COLOUR
 from .report import render_report
 from .summary import render_summary
@@ -133,6 +133,7 @@ def write_outputs(
     writes in about a second, most of it DEFLATE and PNG compression.
     """
     _validate(result)
+    check_extra(extra_manifest)
     if rgb and not all(b in result.composite_bands for b in TRUE_COLOUR):
         raise OutputError(f"rgb=True needs bands {', '.join(TRUE_COLOUR)} in composite_bands, got {', '.join(result.composite_bands)}")
     out = Path(out_dir)

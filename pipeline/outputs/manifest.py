@@ -17,11 +17,23 @@ from ..objects.model import CHANGE_CLASSES
 from .atomic import sha256_file, write_json
 from .geojson import jsonable
 
-__all__ = ["build_manifest", "write_manifest", "MANIFEST_VERSION", "VOLATILE_KEYS"]
+__all__ = ["build_manifest", "check_extra", "write_manifest", "MANIFEST_VERSION", "RESERVED_KEYS", "VOLATILE_KEYS"]
 
 MANIFEST_VERSION = 1
 VOLATILE_KEYS = ("written_at",)
 """Top-level manifest keys that differ between two writes of the same result."""
+RESERVED_KEYS = (
+    "manifest_version", "software", "written_at", "aoi", "grid", "source", "before", "after",
+    "parameters", "acquisitions", "timings", "objects", "outputs",
+)  # fmt: skip
+"""Top-level keys the manifest owns; ``extra`` may not reuse them."""
+
+
+def check_extra(extra: Mapping | None) -> None:
+    """Raise :class:`UsageError` when ``extra`` reuses a key of :data:`RESERVED_KEYS`."""
+    for key in extra or {}:
+        if key in RESERVED_KEYS:
+            raise UsageError(f"extra_manifest key {key!r} would overwrite the manifest's own {key!r}; rename it")
 
 
 def build_manifest(result, files: Mapping[str, Path], *, extra: Mapping | None = None, now: datetime | None = None) -> dict:
@@ -59,10 +71,10 @@ def build_manifest(result, files: Mapping[str, Path], *, extra: Mapping | None =
             name: {"file": Path(p).name, "bytes": os.path.getsize(p), "sha256": sha256_file(p)} for name, p in sorted(files.items())
         },
     }
+    check_extra(extra)
+    assert set(doc) == set(RESERVED_KEYS)
     for key, value in (extra or {}).items():
-        if key in doc:
-            raise UsageError(f"extra_manifest key {key!r} would overwrite the manifest's own {key!r}; rename it")
-        doc[key] = jsonable(value)
+        doc[str(key)] = jsonable(value)
     return doc
 
 
