@@ -35,6 +35,7 @@ passage of a stage: ``searched``, ``acquisition``, ``run-folder``, ``publish``, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -500,8 +501,10 @@ def resolve_aois(cfg: Config, aois: Sequence[str] = (), *, all_aois: bool = Fals
     return [p.stem for p in list_aois(cfg.aoi_paths)]
 
 
-def run_monitor(aois: Sequence[str], cfg: Config, *, run_id: str | None = None, executor=None) -> RunSummary:
+def run_monitor(aois: Sequence[str], cfg: Config, *, run_id: str | None = None, executor=None, source=None) -> RunSummary:
     """Monitor every AOI (on ``executor``, default from ``cfg.executor``), then send alerts.
+
+    ``source`` (a Source object, serial executor only) replaces ``cfg.source``, e.g. in tests.
 
     Alerts go out from this process after all AOIs finished, one per AOI with new confirmed
     change and webhook, bounded in time (see :mod:`pipeline.runs.notify`); a failed alert is
@@ -514,8 +517,13 @@ def run_monitor(aois: Sequence[str], cfg: Config, *, run_id: str | None = None, 
     own = executor is None
     if own:
         executor = get_executor(cfg.executor, **({"scheduler": cfg.scheduler} if cfg.executor == "dask" else {}))
+    fn = monitor_aoi
+    if source is not None:
+        if executor.name != "serial":
+            raise UsageError("a source object can only be passed with the serial executor; name it in the configuration")
+        fn = functools.partial(monitor_aoi, source=source)
     try:
-        results = executor.map(monitor_aoi, list(aois), cfg, run_id)
+        results = executor.map(fn, list(aois), cfg, run_id)
     finally:
         if own:
             executor.close()

@@ -1,0 +1,177 @@
+"""Monitoring semantics on a planted source (see planted.py for what is planted where and when).
+
+Detection runs with ``normalise = false`` and ``coregister = false`` (the planted scenes are
+perfectly aligned and calibrated; IR-MAD alone costs seconds per acquisition on a busy machine):
+what is tested here is the monitoring around the detector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.aoi import load_aoi
+from pipeline.config import Config
+from pipeline.runs.lock import AOILock
+from pipeline.runs.monitor import run_monitor
+from pipeline.runs.state import State
+from planted import CLOUDY_DATE, STRUCTURE, STRUCTURE_FROM, TRANSIENT, TRANSIENT_DATE, PlantedSource
+
+AOI = "tartus-naval-facility"
+FAST = {"normalise": False, "coregister": False}
+
+
+def make_cfg(root: Path, until: date, **kw) -> Config:
+    return Config(
+        output_root=root, since=date(2024, 9, 1), until=until, reference=(date(2024, 3, 1), date(2024, 8, 31)),
+        thresholds=FAST, **kw,
+    )
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` except the lock."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"
+    }
+
+
+def _rect_centre(sl, grid):
+    x, y = grid.xy((sl[0].start + sl[0].stop - 1) / 2, (sl[1].start + sl[1].stop - 1) / 2)
+    return float(x), float(y)
+
+
+@pytest.fixture(scope="module")
+def incremental(tmp_path_factory):
+    """Two runs: up to 2024-09-25 (structure seen once), then up to 2024-10-10, then a rerun."""
+    root = tmp_path_factory.mktemp("incremental")
+    src = PlantedSource()
+    s1 = run_monitor([AOI], make_cfg(root, date(2024, 9, 25)), source=src)
+    with State(root / "state.sqlite") as st:
+        after1 = {"objects": st.objects(AOI), "acqs": st.acquisitions(AOI),
+                  "geojson": json.loads((root / AOI / "changes.geojson").read_text())}
+    s2 = run_monitor([AOI], make_cfg(root, date(2024, 10, 10)), source=src)
+    digest2 = tree_digest(root / AOI)
+    reads2 = src.reads
+    s3 = run_monitor([AOI], make_cfg(root, date(2024, 10, 10)), source=src)
+    return dict(root=root, src=src, s1=s1, s2=s2, s3=s3, after1=after1, digest2=digest2, reads2=reads2)
+
+
+def test_first_run_records_every_acquisition_and_why(incremental):
+    o = incremental["s1"].outcomes[0]
+    assert (o.status, o.n_new, o.n_used, o.n_skipped) == ("ok", 5, 4, 1)
+    acqs = {a["date"]: a for a in incremental["after1"]["acqs"]}
+    assert acqs[CLOUDY_DATE.isoformat()]["status"] == "skipped"
+    assert "cloudy" in acqs[CLOUDY_DATE.isoformat()]["reason"]
+    assert sum(a["status"] == "reference" for a in acqs.values()) == 13
+    assert sum(a["status"] == "used" for a in acqs.values()) == 4
+
+
+def test_one_date_change_is_never_reported_and_a_first_sighting_is_only_a_candidate(incremental):
+    o = incremental["s1"].outcomes[0]
+    assert o.new_confirmed == ()
+    objs = incremental["after1"]["objects"]
+    # the vessel of TRANSIENT_DATE was dropped when the next clear acquisition did not show it;
+    # the structure seen once (STRUCTURE_FROM) is a candidate, not reported
+    assert [(ob.status, ob.first_seen) for ob in objs] == [("candidate", STRUCTURE_FROM.isoformat())]
+    assert incremental["after1"]["geojson"]["features"] == []
+    with State(incremental["root"] / "state.sqlite") as st:
+        hist = st.history(AOI)
+    transient_ids = [oid for oid, h in hist.items() if h[0]["date"] == TRANSIENT_DATE.isoformat()]
+    assert len(transient_ids) == 1 and len(hist[transient_ids[0]]) == 1  # seen once, as a candidate
+    assert all(ob.id != transient_ids[0] for ob in st_objects(incremental))
+
+
+def st_objects(inc):
+    with State(inc["root"] / "state.sqlite") as st:
+        return st.objects(AOI)
+
+
+def test_persistent_change_is_confirmed_on_second_clear_sighting_with_a_stable_id(incremental):
+    o = incremental["s2"].outcomes[0]
+    assert (o.status, o.n_new, o.n_used, o.n_skipped) == ("ok", 3, 3, 0)
+    cand = incremental["after1"]["objects"][0]
+    assert [c["id"] for c in o.new_confirmed] == [cand.id]  # same id as the candidate of run 1
+    ch = o.new_confirmed[0]
+    assert ch["first_seen"] == STRUCTURE_FROM.isoformat() and ch["last_seen"] == "2024-10-08"
+    objs = st_objects(incremental)
+    assert [(ob.id, ob.status) for ob in objs] == [(cand.id, "persisting")]
+    # the object sits on the planted roof (oracle: the rectangle's centre from the grid transform)
+    grid = load_aoi(AOI).grid()
+    cx, cy = _rect_centre(STRUCTURE, grid)
+    c = objs[0].geometry.centroid
+    assert abs(c.x - cx) <= 15 and abs(c.y - cy) <= 15
+    assert objs[0].area_m2 == pytest.approx(12 * 12 * 100, rel=0.35)
+    with State(incremental["root"] / "state.sqlite") as st:
+        statuses = [h["status"] for h in st.history(AOI)[cand.id]]
+    assert statuses == ["candidate", "confirmed", "persisting", "persisting"]
+
+
+def test_outputs_show_tracked_objects_with_history_and_a_run_folder(incremental):
+    out = incremental["root"] / AOI
+    geo = json.loads((out / "changes.geojson").read_text())
+    assert len(geo["features"]) == 1
+    props = geo["features"][0]["properties"]
+    assert props["status"] == "persisting" and props["first_seen"] == STRUCTURE_FROM.isoformat()
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["monitoring"]["acquisition"] == "PLANTED_20241008"
+    assert man["after"] == "2024-10-08/2024-10-08"
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == sorted([incremental["s1"].run_id, incremental["s2"].run_id])
+    for name, meta in man["outputs"].items():  # the published files are those of the last run folder
+        assert hashlib.sha256((out / meta["file"]).read_bytes()).hexdigest() == meta["sha256"]
+        assert (out / "runs" / incremental["s2"].run_id / meta["file"]).read_bytes() == (out / meta["file"]).read_bytes()
+    with State(incremental["root"] / "state.sqlite") as st:
+        row = st.aoi(AOI)
+    ref = np.load(out / row["reference_path"])
+    assert ref.shape == (7, 155, 154) and hashlib.sha256((out / row["reference_path"]).read_bytes()).hexdigest() == row["reference_digest"]
+
+
+def test_rerun_without_new_acquisitions_does_no_image_work_and_changes_no_output(incremental):
+    o = incremental["s3"].outcomes[0]
+    assert (o.status, o.n_new, o.new_confirmed) == ("no_new_data", 0, ())
+    assert incremental["src"].reads == incremental["reads2"]
+    assert tree_digest(incremental["root"] / AOI) == incremental["digest2"]
+    assert incremental["s3"].exit_code(fail_on_change=True) == 0  # already reported by run 2
+
+
+def test_one_long_run_ends_in_the_same_state_as_incremental_runs(incremental, tmp_path):
+    run_monitor([AOI], make_cfg(tmp_path, date(2024, 10, 10)), source=PlantedSource())
+    with State(tmp_path / "state.sqlite") as a, State(incremental["root"] / "state.sqlite") as b:
+        assert a.snapshot(AOI) == b.snapshot(AOI)
+
+
+def test_failed_aoi_does_not_stop_the_others_and_exit_codes(tmp_path, caplog):
+    bad = tmp_path / "broken.geojson"
+    bad.write_text('{"type": "FeatureCollection", "features": []}')
+    s = run_monitor([str(bad), AOI], make_cfg(tmp_path, date(2024, 9, 25)), source=PlantedSource())
+    st = {o.aoi: o for o in s.outcomes}
+    assert st[str(bad)].status == "failed" and "no features" in st[str(bad)].error
+    assert st[AOI].status == "ok" and (tmp_path / AOI / "manifest.json").is_file()
+    assert s.exit_code() == 1
+
+
+def test_locked_aoi_is_skipped_with_exit_75(tmp_path):
+    with AOILock(tmp_path / AOI / ".lock", aoi_id=AOI):
+        s = run_monitor([AOI], make_cfg(tmp_path, date(2024, 9, 25)), source=PlantedSource())
+    assert s.outcomes[0].status == "locked" and "being processed by pid" in s.outcomes[0].error
+    assert s.exit_code() == 75
+    assert not (tmp_path / AOI / "manifest.json").exists()
+
+
+def test_reference_is_held_in_the_state(tmp_path, caplog):
+    run_monitor([AOI], make_cfg(tmp_path, date(2024, 9, 5)), source=PlantedSource())
+    cfg = make_cfg(tmp_path, date(2024, 9, 10))
+    cfg2 = Config(**{**cfg.__dict__, "reference": (date(2024, 5, 1), date(2024, 8, 31))})
+    caplog.set_level(logging.WARNING, logger="pipeline")
+    run_monitor([AOI], cfg2, source=PlantedSource())
+    with State(tmp_path / "state.sqlite") as st:
+        row = st.aoi(AOI)
+    assert (row["reference_start"], row["reference_end"]) == ("2024-03-01", "2024-08-31")
+    assert "keeping the reference 2024-03-01/2024-08-31 held in the state" in caplog.text
