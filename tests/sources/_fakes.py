@@ -18,6 +18,7 @@ import re
 import tarfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from pyproj import Transformer
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import Resampling, reproject, transform_bounds
 
 from pipeline.scene import ALL_BANDS, BAND_RESOLUTION
@@ -460,6 +462,7 @@ def _bbox_overlap(a, b) -> bool:
 
 
 TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
+_RENDER_LOCK = threading.Lock()
 
 
 class FakeSentinelHub(LocalServer):
@@ -516,7 +519,10 @@ class FakeSentinelHub(LocalServer):
             payload = json.loads(body)
             with self.lock:
                 self.process_bodies.append(payload)
-            status, hdrs, content = self._process(payload, headers)
+            with _RENDER_LOCK, warnings.catch_warnings():
+                # rasterio wraps the numpy destination in an ungeoreferenced MemoryDataset
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                status, hdrs, content = self._process(payload, headers)
             if fault and fault[0] == "corrupt":
                 content = content[: len(content) // 3] + b"\x00" * 64  # a torn tar / TIFF
             return status, hdrs, content
