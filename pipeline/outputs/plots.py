@@ -187,7 +187,7 @@ def timeline_png(series: Mapping[str, list[tuple[date, float]]], history: Mappin
 
     fig = Figure(figsize=(9, 2.8 * len(panels)), dpi=96)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
     i = 0
     if series:
         ax = axes[i]

@@ -47,13 +47,13 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}
 header{background:#1b1f24;color:#fff;padding:14px 24px}header h1{margin:0;font-size:22px}
-header p{margin:4px 0 0;color:#c9d1d9}main{padding:12px 24px;max-width:1300px}
+header p{margin:4px 0 0;color:#c9d1d9}header code{color:#1b1f24}main{padding:12px 24px;max-width:1300px}
 section{background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:12px 16px;margin:14px 0}
 h2{font-size:17px;margin:0 0 8px}table{border-collapse:collapse;font-size:13px}
 td,th{border-bottom:1px solid #e5e8eb;padding:3px 8px;text-align:left;vertical-align:top}
 th button{font:inherit;font-weight:600;border:0;background:none;cursor:pointer;padding:0}
 .swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;vertical-align:-1px}
-.map svg{max-width:100%;height:auto;background:#222}.legend span{margin-right:14px;white-space:nowrap}
+.map svg{width:100%;max-width:1100px;height:auto;background:#222}.legend span{margin-right:14px;white-space:nowrap}
 .card{border-top:1px solid #d8dee4;padding:10px 0}.chips{display:flex;flex-wrap:wrap;gap:8px}
 .chips figure{margin:0}.chips svg{width:180px;height:180px;background:#222;image-rendering:pixelated}
 figcaption{font-size:12px;color:#57606a}code{background:#eef1f4;padding:1px 4px;border-radius:3px}
@@ -183,7 +183,7 @@ def _map_section(result, rows, tc: np.ndarray | None, lims) -> str:
     note = "" if tc is not None else '<p class="warn">No true-colour background: the composite lacks B04/B03/B02.</p>'
     return (
         '<section class="map" id="map"><h2>Map</h2>'
-        f'<svg viewBox="0 0 {w} {h}" width="{min(w, 1100)}" role="img" '
+        f'<svg viewBox="0 0 {w} {h}" role="img" '
         f'aria-label="AOI map">{"".join(body)}</svg>'
         f'<p class="legend">{legend}</p>{note}<p class="muted">Background: after composite, true colour (B04, B03, B02). '
         "Dashed white: AOI outline.</p></section>"

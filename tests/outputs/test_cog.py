@@ -107,6 +107,7 @@ def test_bad_arrays_raise_clear_errors(tmp_path, result):
 # ------------------------------------------------------------------ GDAL command-line tools
 
 
+@pytest.mark.needs_gdal
 def test_gdalinfo_reads_categories_colours_and_crs(written):
     gdalinfo = need_tool("gdalinfo", "gdal-bin")
     info = json.loads(subprocess.run([gdalinfo, "-json", str(written[0]["change_class.tif"])], capture_output=True, text=True, check=True).stdout)
@@ -122,6 +123,7 @@ def test_gdalinfo_reads_categories_colours_and_crs(written):
     assert rat is not None and any(r["f"][1] == "new_structure" for r in rat["row"])
 
 
+@pytest.mark.needs_gdal
 @pytest.mark.parametrize(
     "name,row,col,expected",
     [

@@ -108,6 +108,7 @@ def test_empty_layer_is_written(tmp_path):
     assert info["features"] == 0 and info["crs"] == f"EPSG:{EPSG}"
 
 
+@pytest.mark.needs_gdal
 def test_ogrinfo_reads_layers_and_style(gpkg):
     ogrinfo = need_tool("ogrinfo", "gdal-bin")
     out = subprocess.run([ogrinfo, "-ro", "-so", str(gpkg), "changes"], capture_output=True, text=True, check=True).stdout
