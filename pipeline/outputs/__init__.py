@@ -8,7 +8,7 @@ One call writes everything::
 Every file is written atomically (temporary file in the same folder, then ``os.replace``) and
 ``manifest.json`` comes last, with the sha256 of every other file: a folder with a manifest is
 complete. The same result gives byte-identical files; only ``manifest.json``'s ``written_at``
-differs between two writes (see :mod:`pipeline.outputs.gpkg` for how the GeoPackage's own
+and ``timings["outputs"]`` differ between two writes (see :mod:`pipeline.outputs.gpkg` for how the GeoPackage's own
 timestamps are pinned).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -142,6 +143,7 @@ def write_outputs(
     except OSError as exc:
         raise ConfigError(f"cannot create output folder {out}: {exc.strerror or exc}; choose a writable --out folder") from exc
 
+    t0 = time.perf_counter()
     epsg = result.grid.epsg
     tags = _provenance(result)
     files: dict[str, Path] = {}
@@ -158,6 +160,8 @@ def write_outputs(
     listed = sorted([*files, "report.html", "summary.md", "manifest.json"])
     files["report.html"] = write_text(out / "report.html", render_report(result, history=history, outputs=listed))
     files["summary.md"] = write_text(out / "summary.md", render_summary(result, outputs=listed))
-    files["manifest.json"] = write_manifest(out / "manifest.json", result, files, extra=extra_manifest)
+    files["manifest.json"] = write_manifest(
+        out / "manifest.json", result, files, extra=extra_manifest, write_seconds=time.perf_counter() - t0
+    )
     log.info("wrote %d files to %s", len(files), out)
     return files

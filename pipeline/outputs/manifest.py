@@ -1,7 +1,8 @@
 """``manifest.json``: what was run, on what, and what came out (with checksums).
 
-Apart from ``written_at`` (UTC time of writing) the manifest depends only on its inputs, so two
-writes of the same result differ in that one field (plus ``timings`` when the caller measured them).
+Apart from ``written_at`` (UTC time of writing) and ``timings["outputs"]`` (seconds spent writing
+the other files) the manifest depends only on its inputs, so two writes of the same result differ
+in those two values only.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from .geojson import jsonable
 __all__ = ["build_manifest", "check_extra", "write_manifest", "MANIFEST_VERSION", "RESERVED_KEYS", "VOLATILE_KEYS"]
 
 MANIFEST_VERSION = 1
-VOLATILE_KEYS = ("written_at",)
-"""Top-level manifest keys that differ between two writes of the same result."""
+VOLATILE_KEYS = ("written_at", "timings.outputs")
+"""Manifest entries (dotted paths) that differ between two writes of the same result."""
 RESERVED_KEYS = (
     "manifest_version", "software", "written_at", "aoi", "grid", "source", "before", "after",
     "parameters", "acquisitions", "timings", "objects", "outputs",
@@ -36,7 +37,9 @@ def check_extra(extra: Mapping | None) -> None:
             raise UsageError(f"extra_manifest key {key!r} would overwrite the manifest's own {key!r}; rename it")
 
 
-def build_manifest(result, files: Mapping[str, Path], *, extra: Mapping | None = None, now: datetime | None = None) -> dict:
+def build_manifest(
+    result, files: Mapping[str, Path], *, extra: Mapping | None = None, now: datetime | None = None, write_seconds: float | None = None
+) -> dict:
     """The manifest as a dict.
 
     Parameters
@@ -46,6 +49,8 @@ def build_manifest(result, files: Mapping[str, Path], *, extra: Mapping | None =
         Every output written before the manifest; each gets ``file``, ``bytes`` and ``sha256``.
     extra : mapping, optional
         Extra top-level keys (e.g. run id, command line). Must not reuse a key the manifest owns.
+    write_seconds : float, optional
+        Time spent writing the outputs, recorded as ``timings["outputs"]``.
 
     Raises
     ------
@@ -65,7 +70,7 @@ def build_manifest(result, files: Mapping[str, Path], *, extra: Mapping | None =
         "after": result.after,
         "parameters": jsonable(result.parameters),
         "acquisitions": [jsonable(a.to_dict()) for a in result.acquisitions],
-        "timings": jsonable(result.timings),
+        "timings": jsonable({**result.timings, **({"outputs": round(write_seconds, 3)} if write_seconds is not None else {})}),
         "objects": {"count": len(result.objects), "by_class": counts},
         "outputs": {
             name: {"file": Path(p).name, "bytes": os.path.getsize(p), "sha256": sha256_file(p)} for name, p in sorted(files.items())
@@ -78,6 +83,8 @@ def build_manifest(result, files: Mapping[str, Path], *, extra: Mapping | None =
     return doc
 
 
-def write_manifest(path: str | os.PathLike, result, files: Mapping[str, Path], *, extra: Mapping | None = None) -> Path:
+def write_manifest(
+    path: str | os.PathLike, result, files: Mapping[str, Path], *, extra: Mapping | None = None, write_seconds: float | None = None
+) -> Path:
     """Build (see :func:`build_manifest`) and write ``manifest.json`` atomically."""
-    return write_json(Path(path), build_manifest(result, files, extra=extra))
+    return write_json(Path(path), build_manifest(result, files, extra=extra, write_seconds=write_seconds))

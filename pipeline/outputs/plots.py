@@ -158,7 +158,9 @@ def normalise_history(history: Mapping | None) -> dict[str, list[dict]]:
     """
     if not history:
         return {}
-    objs = history.get("objects", history) if isinstance(history, Mapping) else {}
+    if not isinstance(history, Mapping):
+        return {}
+    objs = history["objects"] if isinstance(history.get("objects"), Mapping) else history
     out: dict[str, list[dict]] = {}
     for oid, recs in dict(objs).items():
         if not isinstance(recs, (list, tuple)):

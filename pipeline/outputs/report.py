@@ -252,10 +252,11 @@ def render_report(result, *, history: Mapping | None = None, outputs: Sequence[s
         counts[r["obj"].cls] += 1
 
     raw_series = dict(result.series or {})
-    if isinstance(history, Mapping) and isinstance(history.get("series"), Mapping):
-        raw_series.update(history["series"])
+    hist_in = dict(history) if isinstance(history, Mapping) else {}
+    if isinstance(hist_in.get("series"), Mapping):
+        raw_series.update(hist_in.pop("series"))
     series, skipped = normalise_series(raw_series)
-    hist = normalise_history({k: v for k, v in (history or {}).items() if k != "series"} if isinstance(history, Mapping) else None)
+    hist = normalise_history(hist_in)
 
     parts: list[str] = []
     title = f"s2watch: {aoi.name}"
