@@ -26,8 +26,9 @@ hold wins:
 Deserts: NDBI is weak (bright sand looks built-up), so it is recorded in the evidence but never
 decides a class; DBI, BSI, the SWIR/visible ratio, brightness, shape and context do.
 
-Units: index deltas are unitless (after - before, each index in -1..1); ``brightness`` is the
-mean reflectance of the bands (0-1); areas m^2, lengths m, angles degrees.
+Units: index deltas are unitless (after - before, each index in -1..1, formulas in
+:data:`pipeline.kernels.metrics.INDEX_BANDS`); ``brightness`` is the mean visible reflectance
+(B02, B03, B04; 0-1); areas m^2, lengths m, angles degrees.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ UNITS = {
     "solidity": "area / convex hull area",
     "inside_fraction": "0-1",
     "mean_magnitude": "change magnitude (unitless)",
-    "d_brightness": "mean reflectance change (0-1 scale)",
+    "d_brightness": "change of the mean visible reflectance (B02, B03, B04), 0-1 scale",
     "d_swir": "B11 reflectance change (0-1 scale)",
     "swir_vis": "B11 / mean(B02, B03, B04)",
 }
@@ -303,6 +304,7 @@ def classify_rules(
             "context": {
                 "feature": ctx.feature,
                 "role": ctx.role,
+                "surface": ctx.surface,
                 "touches": bool(ctx.touches),
                 "paved_fraction": _r(ctx.paved_fraction, 3),
                 "aoi_kind": ctx.aoi_kind,
@@ -325,6 +327,11 @@ def classify_rules(
             conf = 0.45 + 0.25 * _ramp(absB, t.brightness_min, 3 * t.brightness_min)
             conf += 0.15 * min(1.0, ctx.inside_fraction / max(t.inside_min, 1e-6))
             conf += 0.15 if aligned else 0.0
+            # the recorded surface agrees with the direction: asphalt resurfaced darker, concrete brighter
+            if ctx.surface and ("asphalt" in ctx.surface or "bitumen" in ctx.surface):
+                conf += 0.05 if darker else -0.05
+            elif ctx.surface and "concrete" in ctx.surface:
+                conf += 0.05 if not darker else -0.05
             where = "inside" if inside else "along"
             what = "darkening (fresh asphalt)" if darker else "brightening (new concrete or fresh paint)"
             return done(

@@ -167,3 +167,15 @@ def test_feature_context_on_planted_site(site, grid, runway_utm):
     assert ctx[5].feature == "runway 03/21" and ctx[5].inside_fraction == 0.0 and ctx[5].touches
     assert all(c.aoi_kind == "airbase" for c in ctx.values())
     assert feature_context(np.zeros(grid.shape, np.int32), grid, site) == {}
+
+
+def test_runway_surface_agreement_raises_confidence():
+    """Darkening on an asphalt runway (fresh asphalt) is more credible than on a concrete one."""
+    asphalt = RUNWAY
+    concrete = RegionContext(**{**RUNWAY.__dict__, "surface": "concrete"})
+    p = props(brightness=-0.05, elongation=6.0)
+    a = classify_region(p, asphalt)
+    c = classify_region(p, concrete)
+    assert a[0] == c[0] == "runway_repair"
+    assert a[1] > c[1]
+    assert a[2]["context"]["surface"] == "asphalt"
