@@ -507,8 +507,9 @@ class StacApiSource(_StacReader):
     def search(self, aoi: AOI, start: date, end: date, *, max_cloud: float | None = None) -> list[Acquisition]:
         """Search the API over the AOI's bounding box and ``[start, end]`` (whole days, UTC with a
         day of margin for the solar-day grouping), then group into acquisitions."""
-        from pystac_client.exceptions import APIError
         import requests
+        from pystac_client.conformance import ConformanceClasses
+        from pystac_client.exceptions import APIError
 
         max_cloud = self.default_max_cloud if max_cloud is None else max_cloud
         t0 = datetime.combine(start - timedelta(days=1), time.min, tzinfo=timezone.utc)
@@ -519,16 +520,20 @@ class StacApiSource(_StacReader):
             datetime=(t0, t1),
             limit=self.page_size,
         )
-        if max_cloud is not None:
-            kwargs["query"] = {"eo:cloud_cover": {"lte": max_cloud}}
         try:
             client = self._client()
+            if max_cloud is not None and client.conforms_to(ConformanceClasses.QUERY):
+                kwargs["query"] = {"eo:cloud_cover": {"lte": max_cloud}}  # else filtered here after the search
             items = list(client.search(**kwargs).items())
         except APIError as exc:
             status = getattr(exc, "status_code", None)
             if status in (401, 403):
                 raise AuthenticationError(f"{self.name}: the STAC API refused access (HTTP {status}): {exc}") from exc
-            if status is None or status >= 500 or status == 429:
+            if status is None:
+                raise SourceUnavailable(
+                    f"{self.name}: cannot reach STAC API {self.url} ({_short_reason(exc)}); check the URL and the connection, then rerun"
+                ) from exc
+            if status >= 500 or status == 429:
                 raise SourceUnavailable(f"{self.name}: STAC API {self.url} failed (HTTP {status}): {exc}; rerun later") from exc
             raise SourceError(f"{self.name}: STAC API rejected the search (HTTP {status}): {exc}") from exc
         except requests.RequestException as exc:
@@ -538,6 +543,14 @@ class StacApiSource(_StacReader):
         if not items:
             log.warning("%s: no %s items over AOI %s between %s and %s", self.name, self.collection, aoi.id, start, end)
         return items_to_acquisitions(items, aoi, source=self.name, max_cloud=max_cloud)
+
+
+def _short_reason(exc: BaseException) -> str:
+    msg = str(exc)
+    for key, text in (("refused", "connection refused"), ("timed out", "timed out"), ("Name or service", "unknown host")):
+        if key in msg:
+            return text
+    return msg.splitlines()[0][:160] if msg else type(exc).__name__
 
 
 def _intersects(item, aoi: AOI) -> bool:

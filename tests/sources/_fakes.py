@@ -319,6 +319,8 @@ class FileServer(LocalServer):
     def __init__(self, root: Path, port: int = 0):
         super().__init__(port)
         self.root = Path(root)
+        self.range_gets = 0
+        self.full_gets = 0
 
     def href(self, path: Path) -> str:
         return f"{self.url}/files/{Path(path).relative_to(self.root).as_posix()}"
@@ -333,8 +335,12 @@ class FileServer(LocalServer):
         data = f.read_bytes()
         size = len(data)
         rng = headers.get("Range") or headers.get("range")
+        if method == "GET":
+            with self.lock:
+                self.range_gets += bool(rng)
+                self.full_gets += not rng
         if method == "HEAD" or not rng:
-            return 200, {"Accept-Ranges": "bytes", "Content-Type": "image/tiff"}, (b"" if method == "HEAD" else data)
+            return 200, {"Accept-Ranges": "bytes", "Content-Type": "image/tiff"}, data  # HEAD: length only
         m = re.match(r"bytes=(.+)", rng)
         parts = []
         for spec in m.group(1).split(","):
