@@ -118,10 +118,8 @@ CLOUDMASK_MARGIN_PX = 16
 clouds just outside the window still reaches into it (more than the masks' dilation radius)."""
 
 
-def _mask_cloudmask(stack: SceneStack, window: tuple[slice, slice]) -> np.ndarray:
-    from .preprocess.cloudmask import mask_stack
-    from .preprocess.harmonise import harmonise
-
+def _padded_crop(stack: SceneStack, window: tuple[slice, slice]) -> tuple[SceneStack, tuple[slice, slice]]:
+    """The stack cut to ``window`` plus :data:`CLOUDMASK_MARGIN_PX`, and ``window`` inside that crop."""
     rs, cs = window
     H, W = stack.grid.shape
     m = CLOUDMASK_MARGIN_PX
@@ -135,22 +133,52 @@ def _mask_cloudmask(stack: SceneStack, window: tuple[slice, slice]) -> np.ndarra
         None if stack.scl is None else stack.scl[:, r0:r1, c0:c1],
         stack.acquisitions,
     )
+    return crop, (slice(rs.start - r0, rs.stop - r0), slice(cs.start - c0, cs.stop - c0))
+
+
+def _mask_cloudmask(stack: SceneStack, window: tuple[slice, slice]) -> np.ndarray:
+    from .preprocess.cloudmask import mask_stack
+    from .preprocess.harmonise import harmonise
+
+    crop, (rs, cs) = _padded_crop(stack, window)
     h = harmonise(crop)
-    clear = mask_stack(h.reflectance, h.bands, scl=crop.scl).clear
-    return clear[:, rs.start - r0 : rs.stop - r0, cs.start - c0 : cs.stop - c0]
+    return mask_stack(h.reflectance, h.bands, scl=crop.scl).clear[:, rs, cs]
+
+
+def _mask_scl_cloud(stack: SceneStack, window: tuple[slice, slice]) -> np.ndarray:
+    from .preprocess.cloudmask import MaskParams, dilate, scl_mask, spectral_cloud_mask
+    from .preprocess.harmonise import harmonise
+
+    p = MaskParams()
+    crop, (rs, cs) = _padded_crop(stack, window)
+    h = harmonise(crop)
+    bad = np.stack([dilate(spectral_cloud_mask(r, h.bands, params=p), p.dilate_px) for r in h.reflectance])
+    if crop.scl is not None:
+        bad |= scl_mask(crop.scl, classes=p.scl_classes, dilate_px=p.dilate_px)
+    clear = ~bad & ~np.isnan(h.reflectance).any(axis=1)
+    return clear[:, rs, cs]
 
 
 MASKS: dict[str, Callable[[SceneStack, tuple[slice, slice]], np.ndarray]] = {
     "scl": _mask_scl,
-    "valid": _mask_valid,
+    "scl+cloud": _mask_scl_cloud,
     "cloudmask": _mask_cloudmask,
+    "valid": _mask_valid,
 }
 """Named clear-mask strategies, each ``(stack, (row_slice, col_slice)) -> (T, h, w) bool``.
 
-``scl``: data present and SCL not in :attr:`SCL.MASKED` (data only for L1C stacks);
-``valid``: data present, clouds ignored; ``cloudmask``: :func:`pipeline.preprocess.cloudmask.mask_stack`
-(SCL plus spectral cloud, haze and shadow tests, dilated; the masks detection uses) computed on the
-feature's window plus :data:`CLOUDMASK_MARGIN_PX`. Its spectral tests need B02, B04, B8A and B11.
+- ``scl``: data present and SCL not in :attr:`SCL.MASKED` (data only for L1C stacks); no dilation.
+- ``scl+cloud``: the masked SCL classes dilated, plus the spectral cloud test (bright, white,
+  low SWIR), dilated: the cloud part of detection's masks, from
+  :mod:`pipeline.preprocess.cloudmask`. Needs B02, B04, B8A and B11.
+- ``cloudmask``: :func:`pipeline.preprocess.cloudmask.mask_stack`, detection's full masks, whose
+  haze and shadow tests compare each date with the clear median of the *whole* series. Right for
+  the short windows of a detection; over a long series a lasting darkening (fresh asphalt) is
+  darker than that median and is masked as shadow, hiding the very step looked for.
+- ``valid``: data present, clouds ignored.
+
+The window is padded by :data:`CLOUDMASK_MARGIN_PX` so that dilation near its edge is the same as
+on the whole grid.
 """
 
 
@@ -705,6 +733,7 @@ def flagged_dates(
     min_delta: float = 0.02,
     min_noise: float = 0.002,
     max_steps: int = 2,
+    min_bins: int = 2,
 ) -> tuple[Step, ...]:
     """Dates where a series steps: robust change points on its clear observations.
 
@@ -735,6 +764,11 @@ def flagged_dates(
         Floor of the noise scale, so that perfectly flat series do not give infinite scores.
     max_steps : int
         Maximum steps per series (per bin for a profile).
+    min_bins : int
+        Profiles only: a step must cover at least this many adjacent bins on the same date (with
+        the same sign). A resurfaced stretch spans many bins; the slow weathering of fresh
+        asphalt crosses the threshold in single bins on scattered dates. With the default 100 m
+        bins, stretches shorter than about 200 m need ``min_bins=1``.
 
     Returns
     -------
@@ -750,6 +784,8 @@ def flagged_dates(
         raise UsageError(f"min_obs must be >= 1, got {min_obs}")
     if max_steps < 1:
         raise UsageError(f"max_steps must be >= 1, got {max_steps}")
+    if min_bins < 1:
+        raise UsageError(f"min_bins must be >= 1, got {min_bins}")
     values = series_values(series, signal)
     dates = list(series.dates)
     kw = dict(min_obs=min_obs, threshold=threshold, min_delta=min_delta, min_noise=min_noise, max_steps=max_steps)
@@ -779,6 +815,8 @@ def flagged_dates(
             else:
                 runs.append([it])
         for run in runs:
+            if len(run) < min_bins:
+                continue
             ls = [it[0] for it in run]
             steps = [it[1] for it in run]
             out.append(

@@ -257,7 +257,7 @@ def test_errors_name_the_problem():
     stack, aoi, *_ = planted()
     with pytest.raises(UsageError, match=r"no feature 'runway 09/27'.*'runway 01/19'"):
         runway_profile(stack, aoi, "runway 09/27")
-    with pytest.raises(ValueError, match="unknown mask 'fmask'; use one of scl, valid, cloudmask"):
+    with pytest.raises(ValueError, match="unknown mask 'fmask'; use one of scl, scl\\+cloud, cloudmask, valid"):
         runway_profile(stack, aoi, "01/19", mask="fmask")
     with pytest.raises(UsageError, match=r"mask must be a \(T, H, W\)"):
         feature_series(stack, aoi, "01/19", mask=np.ones((2, 2, 2), bool))
@@ -317,3 +317,30 @@ def test_cloudmask_strategy_matches_the_masks_of_the_whole_stack():
     pa = runway_profile(stack, aoi, "01/19", bins=10, mask="cloudmask")
     pb = runway_profile(stack, aoi, "01/19", bins=10, mask=full)
     np.testing.assert_array_equal(pa.clear, pb.clear)
+    # scl+cloud: dilated SCL or dilated spectral cloud, computed independently on the whole grid
+    from pipeline.preprocess.cloudmask import dilate, scl_mask, spectral_cloud_mask
+
+    refl = harmonise(stack).reflectance
+    bad = scl_mask(stack.scl, dilate_px=3) | np.stack([dilate(spectral_cloud_mask(r, stack.bands), 3) for r in refl])
+    c = feature_series(stack, aoi, "01/19", mask="scl+cloud")
+    d = feature_series(stack, aoi, "01/19", mask=~bad)
+    np.testing.assert_array_equal(c.clear_fraction, d.clear_fraction)
+    assert c.clear_fraction[t] == a.clear_fraction[t]
+
+
+def test_profile_steps_need_min_bins():
+    """One bin darkens on its own: no step by default, one with ``min_bins=1``."""
+    T_, L = 20, 6
+    refl = np.full((T_, L, 1), 0.2, np.float32)
+    refl[10:, 2, 0] = 0.1
+    clear = np.ones((T_, L), bool)
+    prof = RunwayProfile(
+        "r", tuple(DATES[:T_]), np.arange(50, 600, 100.0), ("B02",), refl, {}, clear, clear.astype(np.float32),
+        600.0, 30.0, np.full(L, 30),
+    )
+    assert flagged_dates(prof, signal="B02") == ()
+    (s,) = flagged_dates(prof, signal="B02", min_bins=1)
+    assert s.distance_m == pytest.approx((200, 300)) and s.date == DATES[10]
+    refl[10:, 3, 0] = 0.1
+    (s,) = flagged_dates(prof, signal="B02")
+    assert s.distance_m == pytest.approx((200, 400))
