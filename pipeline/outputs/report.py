@@ -104,8 +104,10 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         v = float(value)
         return _e(f"{v:.4g}") if math.isfinite(v) else "n/a"
-    if isinstance(value, (dict, list, tuple)):
-        return _e(json.dumps(jsonable(value), sort_keys=True))
+    if isinstance(value, dict):
+        return "<br>".join(f"{_e(k)}: {_fmt(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))) or "{}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
     return _e(value)
 
 
@@ -170,6 +172,10 @@ def _map_section(result, rows, tc: np.ndarray | None, lims) -> str:
     for r in rows:
         o = r["obj"]
         colour = hex_colour(o.cls)
+        minx, miny, maxx, maxy = o.geometry.bounds
+        if max(maxx - minx, maxy - miny) / grid.res < 4 * stroke:  # too small to see: ring it
+            c, rr = inv * (o.geometry.centroid.x, o.geometry.centroid.y)
+            body.append(f'<circle cx="{c:.2f}" cy="{rr:.2f}" r="{6 * stroke:.1f}" fill="none" stroke="{colour}" stroke-width="{stroke:.1f}"/>')
         body.append(
             f'<a href="#obj-{_e(o.id)}"><path class="obj" data-id="{_e(o.id)}" d="{_svg_path(o.geometry, inv)}" fill="{colour}" fill-opacity="0.35" '
             f'stroke="{colour}" stroke-width="{1.5 * stroke:.1f}" fill-rule="evenodd"><title>{_e(o.id)}: {_e(class_label(o.cls))} '

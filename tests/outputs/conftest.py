@@ -88,7 +88,7 @@ def make_result(*, name: str = "Test Air Base", feature_name: str = "runway 14/3
             ChangeObject(
                 "obj-hangar", hangar, "new_structure", 0.62, hangar.area, None,
                 "2024-01-01/2024-02-15", "2024-05-01/2024-06-15",
-                {"rule": "bright compact", "d_brightness": 0.2}, status="confirmed", first_seen="2024-03-10", last_seen="2024-06-14",
+                {"rule": "bright compact", "d_brightness": 0.2, "track": {"runs_seen": 3, "first_seen": "2024-03-10"}}, status="confirmed", first_seen="2024-03-10", last_seen="2024-06-14",
             ),
         )  # fmt: skip
     acqs = (
