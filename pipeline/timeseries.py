@@ -31,8 +31,9 @@ import shapely
 from shapely.geometry import LineString, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from .aoi import AOI
+from .aoi import AOI, AOIFeature
 from .errors import UsageError
+from .grid import Grid
 from .scene import SCL, SceneStack
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ __all__ = [
     "RunwayProfile",
     "Step",
     "feature_series",
+    "feature_window",
+    "find_feature",
     "flagged_dates",
     "profile_section",
     "runway_profile",
@@ -202,21 +205,77 @@ def _clear_window(stack: SceneStack, window: tuple[slice, slice], mask) -> np.nd
 # features and pixels
 
 
-def _feature_geometry(stack: SceneStack, aoi: AOI, feature) -> tuple[str, BaseGeometry, dict]:
-    """``(name, polygon in the grid CRS, properties)`` of a feature name or a grid-CRS geometry."""
-    if isinstance(feature, BaseGeometry):
-        return "geometry", feature, {}
-    if not isinstance(feature, str):
-        raise UsageError(f"feature must be a feature name or a shapely geometry, got {type(feature).__name__}")
-    key = feature.strip().lower()
-    for f, geom in aoi.features_in(stack.grid.epsg):
+def find_feature(aoi: AOI, name: str, *, epsg: int | None = None) -> tuple[AOIFeature, BaseGeometry]:
+    """A feature of interest by name (``"runway 01L/19R"``) or designator (``"01L/19R"``).
+
+    Parameters
+    ----------
+    aoi : AOI
+    name : str
+        Case-insensitive.
+    epsg : int, optional
+        CRS of the returned geometry (default: the AOI's UTM zone).
+
+    Returns
+    -------
+    (AOIFeature, shapely geometry)
+        The feature and its geometry projected to ``epsg``.
+
+    Raises
+    ------
+    UsageError
+        When no feature matches; the message lists the AOI's features.
+    """
+    if not isinstance(name, str):
+        raise UsageError(f"feature must be a feature name or a shapely geometry, got {type(name).__name__}")
+    key = name.strip().lower()
+    for f, geom in aoi.features_in(epsg or aoi.epsg):
         candidates = {f.name.lower()}
         if f.properties.get("designator"):
             candidates.add(str(f.properties["designator"]).lower())
         if key in candidates:
-            return f.name, geom, dict(f.properties)
+            return f, geom
     names = ", ".join(repr(f.name) for f in aoi.features) or "none"
-    raise UsageError(f"AOI {aoi.id!r} has no feature {feature!r}; its features are: {names}")
+    raise UsageError(f"AOI {aoi.id!r} has no feature {name!r}; its features are: {names}")
+
+
+def feature_window(aoi: AOI, feature: "str | BaseGeometry", *, margin_m: float = 300.0, grid: Grid | None = None) -> Grid:
+    """The part of the AOI grid around a feature: read only this to follow one feature in time.
+
+    Parameters
+    ----------
+    aoi : AOI
+    feature : str or shapely geometry
+        Feature name / designator, or a geometry in the grid CRS (e.g. ``ChangeObject.geometry``).
+    margin_m : float
+        Margin around the feature's bounds, metres.
+    grid : Grid, optional
+        The full grid (default ``aoi.grid()``).
+
+    Returns
+    -------
+    Grid
+        A window of ``grid`` (same CRS and pixel lattice), clipped to it; pass it to
+        ``source.read(aoi, acquisitions, grid=...)``.
+    """
+    grid = grid or aoi.grid()
+    geom = feature if isinstance(feature, BaseGeometry) else find_feature(aoi, feature, epsg=grid.epsg)[1]
+    if margin_m < 0:
+        raise UsageError(f"margin_m must be >= 0 metres, got {margin_m}")
+    win = grid.to_window(geom.buffer(margin_m).bounds if margin_m else geom.bounds)
+    r0, c0 = max(0, win.row_off), max(0, win.col_off)
+    r1, c1 = min(grid.height, win.row_off + win.height), min(grid.width, win.col_off + win.width)
+    if r1 <= r0 or c1 <= c0:
+        raise UsageError(f"feature lies outside the grid {grid.bounds}")
+    return grid.window(r0, c0, r1 - r0, c1 - c0)
+
+
+def _feature_geometry(stack: SceneStack, aoi: AOI, feature) -> tuple[str, BaseGeometry, dict]:
+    """``(name, geometry in the grid CRS, properties)`` of a feature name or a grid-CRS geometry."""
+    if isinstance(feature, BaseGeometry):
+        return "geometry", feature, {}
+    f, geom = find_feature(aoi, feature, epsg=stack.grid.epsg)
+    return f.name, geom, dict(f.properties)
 
 
 def _as_polygon(geom: BaseGeometry, props: dict) -> BaseGeometry:
@@ -324,6 +383,10 @@ class RunwayProfile:
         Length and width of the feature's minimum rotated rectangle, metres.
     pixels : (L,) int64
         Pixel centres in each bin.
+    origin : (float, float)
+        Grid-CRS position (metres) of distance 0: the lower designator's threshold.
+    direction : (float, float)
+        Unit vector of increasing distance, grid CRS.
     """
 
     feature: str
@@ -337,6 +400,21 @@ class RunwayProfile:
     length_m: float
     width_m: float
     pixels: np.ndarray
+    origin: tuple[float, float] = (0.0, 0.0)
+    direction: tuple[float, float] = (0.0, 1.0)
+
+    def along(self, geom: BaseGeometry) -> tuple[float, float]:
+        """``(from, to)`` metres along the runway covered by a grid-CRS geometry (clipped to the runway).
+
+        E.g. the stretch of a ``ChangeObject`` or a simulated ``TruthEvent``, to compare with a
+        :class:`Step`'s ``distance_m``.
+        """
+        pts = shapely.get_coordinates(geom)
+        if pts.size == 0:
+            raise UsageError("empty geometry has no extent along the runway")
+        d = (pts[:, 0] - self.origin[0]) * self.direction[0] + (pts[:, 1] - self.origin[1]) * self.direction[1]
+        lo, hi = float(np.clip(d.min(), 0, self.length_m)), float(np.clip(d.max(), 0, self.length_m))
+        return lo, hi
 
     def band(self, name: str) -> np.ndarray:
         """``(T, L)`` float32 reflectance of one band."""
@@ -533,6 +611,8 @@ def runway_profile(
         length_m=length,
         width_m=width,
         pixels=npx,
+        origin=(float(start[0]), float(start[1])),
+        direction=(float(direction[0]), float(direction[1])),
     )
 
 

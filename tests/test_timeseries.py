@@ -24,6 +24,8 @@ from pipeline.timeseries import (
     FeatureSeries,
     RunwayProfile,
     feature_series,
+    feature_window,
+    find_feature,
     flagged_dates,
     profile_section,
     runway_profile,
@@ -344,3 +346,27 @@ def test_profile_steps_need_min_bins():
     refl[10:, 3, 0] = 0.1
     (s,) = flagged_dates(prof, signal="B02")
     assert s.distance_m == pytest.approx((200, 400))
+
+
+def test_find_feature_window_and_along():
+    stack, aoi, on_runway, d_south = planted()
+    f, geom = find_feature(aoi, "RUNWAY 01/19")
+    assert f.name == "runway 01/19" and geom.bounds == pytest.approx((X0 - 20, Y0 - 500, X0 + 20, Y0 + 500), abs=0.5)
+    g = feature_window(aoi, "01/19", margin_m=100, grid=stack.grid)
+    assert g.epsg == stack.grid.epsg and g.res == 10.0
+    assert g.bounds == pytest.approx((X0 - 120, Y0 - 600, X0 + 120, Y0 + 600), abs=10)
+    # reading the window gives the same profile as the full grid
+    win = stack.grid.to_window(g.bounds)
+    sub = SceneStack(
+        g, stack.bands, stack.data[:, :, win.row_off : win.row_off + g.height, win.col_off : win.col_off + g.width],
+        stack.valid[:, win.row_off : win.row_off + g.height, win.col_off : win.col_off + g.width],
+        stack.scl[:, win.row_off : win.row_off + g.height, win.col_off : win.col_off + g.width], stack.acquisitions,
+    )
+    full = runway_profile(stack, aoi, "01/19", bins=10)
+    part = runway_profile(sub, aoi, "01/19", bins=10)
+    np.testing.assert_array_equal(full.reflectance, part.reflectance)
+    assert full.origin == pytest.approx((X0, Y0 - 500), abs=0.5) and full.direction == pytest.approx((0, 1), abs=1e-6)
+    assert full.along(box(X0 - 10, Y0 - 200, X0 + 10, Y0 + 100)) == pytest.approx((300, 600), abs=0.5)
+    assert full.along(box(X0 - 10, Y0 + 400, X0 + 10, Y0 + 900)) == pytest.approx((900, 1000), abs=0.5)
+    with pytest.raises(UsageError, match="no feature 'taxiway A'"):
+        feature_window(aoi, "taxiway A")
