@@ -83,7 +83,7 @@ def test_chips_are_true_colour_crops_of_the_composites(html):
     inner = (slice(10, 30), slice(10, 30))
     assert after[inner][..., :3].mean() > before[inner][..., :3].mean() + 40
     np.testing.assert_array_equal(after[:8], before[:8])  # unchanged surroundings look the same
-    assert "runs_seen: 3<br>" in card  # nested evidence is shown as key: value lines
+    assert "first_seen: 2024-03-10<br>runs_seen: 3<" in card  # nested evidence is shown as key: value lines
 
 
 def test_table_rows_carry_sort_keys(html):
