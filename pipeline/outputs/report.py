@@ -34,10 +34,13 @@ from .style import class_label, hex_colour
 
 log = logging.getLogger(__name__)
 
-__all__ = ["render_report", "MAP_MAX_PX"]
+__all__ = ["render_report", "MAP_MAX_PX", "MAX_CARDS"]
 
 MAP_MAX_PX = 1200
 """Longest side, in pixels, of the background picture of the AOI map (coarser grids are decimated)."""
+
+MAX_CARDS = 200
+"""Objects (by confidence) that get a detail card with chips; the table and map list all of them."""
 
 _CHIP_MIN_PX = 24
 _FEATURE_COLOURS = {"runway": "#ffe119", "taxiway": "#fabed4", "apron": "#dcbeff", "hardstand": "#aaffc3", "quay": "#fffac8", "basin": "#42d4f4"}
@@ -311,7 +314,7 @@ def render_report(result, *, history: Mapping | None = None, outputs: Sequence[s
 
     # one card per object
     cards = []
-    for r in rows:
+    for r in rows[:MAX_CARDS]:
         o = r["obj"]
         colour = hex_colour(o.cls)
         win = _chip_window(o.geometry, grid)
@@ -345,7 +348,9 @@ def render_report(result, *, history: Mapping | None = None, outputs: Sequence[s
             f"{htable}</div>"
         )
     if cards:
-        parts.append(f'<section id="cards"><h2>Objects in detail</h2>{"".join(cards)}</section>')
+        more = len(rows) - len(cards)
+        note = f'<p class="muted">{more} more object(s) of lower confidence are in the table and the map only.</p>' if more > 0 else ""
+        parts.append(f'<section id="cards"><h2>Objects in detail</h2>{"".join(cards)}{note}</section>')
 
     # acquisitions and parameters
     acq = "".join(

@@ -187,3 +187,12 @@ def test_hostile_aoi_name_renders_as_text(hostile, tmp_path):
     assert dom.count("<script>") == 2
     assert '<img src="x"' not in dom and "onerror=alert" not in dom.replace("onerror=alert(2)&gt;", "")
     assert 'data-ready="1"' in dom and res["console"] == []
+
+
+def test_detail_cards_are_capped(monkeypatch, result):
+    import pipeline.outputs.report as report
+
+    monkeypatch.setattr(report, "MAX_CARDS", 1)
+    page = render_report(result)
+    assert page.count('<div class="card"') == 1 and 'id="obj-obj-runway"' in page  # the most confident one
+    assert "1 more object(s)" in page and page.count("<tr data-id=") == 2
