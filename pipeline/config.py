@@ -155,6 +155,15 @@ class Config:
     config_path: Path | None = None
 
     def __post_init__(self):
+        for name in ("output_root", "state_path", "config_path"):  # accept str paths from Python callers
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, Path):
+                object.__setattr__(self, name, Path(v))
+        for name in ("aois", "aoi_paths", "notify"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                raise ConfigError(f"{name} must be a list of strings, got the string {v!r}")
+            object.__setattr__(self, name, tuple(v))
         if self.executor not in EXECUTOR_NAMES:
             raise ConfigError(f"executor {self.executor!r} is unknown; use one of {', '.join(EXECUTOR_NAMES)}")
         if self.notify_format not in NOTIFY_FORMATS:

@@ -30,7 +30,9 @@ Crash safety: a run killed at any point leaves whole transactions and whole file
 the dead run ``failed``, removes temporary folders, processes the acquisitions not yet recorded
 and, if the published outputs lag the state, regenerates them, ending where an uninterrupted run
 would. ``S2WATCH_TEST_KILL_AT=<stage>[:<n>]`` (tests only) SIGKILLs the process at the n-th
-passage of a stage: ``searched``, ``acquisition``, ``run-folder``, ``publish``, ``published``.
+passage of a stage: ``searched``, ``in-transaction`` (inside an acquisition's state transaction),
+``acquisition`` (after its commit), ``run-folder``, ``publish`` (after each published file),
+``published``.
 """
 
 from __future__ import annotations
@@ -395,6 +397,7 @@ def _monitor_locked(aoi, cfg: Config, state: State, source, run_id: str) -> AOIO
                     cloud_cover=acq.cloud_cover, cloud_fraction=rec.cloud_fraction if rec else None,
                     valid_fraction=rec.valid_fraction if rec else None, n_objects=len(result.objects), run_id=run_id,
                 )
+                _kill_point("in-transaction")
             n_used += 1
             last_result, last_acq = result, acq
             bar.advance(f"{acq.date} {len(result.objects)} objects", stage="acquisition")
