@@ -67,7 +67,7 @@ SPECTRA: dict[str, tuple[float, ...]] = {
     "ship_hull":     (0.060, 0.062, 0.064, 0.066, 0.068, 0.070, 0.072, 0.073, 0.060, 0.050),
     "ship_deck":     (0.300, 0.295, 0.280, 0.282, 0.285, 0.288, 0.290, 0.292, 0.250, 0.210),
     "cloud":         (0.620, 0.615, 0.610, 0.612, 0.612, 0.610, 0.605, 0.600, 0.420, 0.280),
-    "cirrus":        (0.060, 0.058, 0.056, 0.055, 0.054, 0.053, 0.052, 0.051, 0.040, 0.030),
+    "cirrus":        (0.110, 0.106, 0.102, 0.100, 0.098, 0.096, 0.094, 0.092, 0.070, 0.050),
 }
 # fmt: on
 MATERIALS: tuple[str, ...] = ("natural",) + tuple(k for k in SPECTRA if k not in ("cloud", "cirrus"))
@@ -182,6 +182,32 @@ def _k_sample_tex(tex, a, b, c, d, e, f, out):  # pragma: no cover - numba
             )
 
 
+@njit(cache=True, fastmath=True)
+def _k_sample_tex_serial(tex, a, b, c, d, e, f, out):  # pragma: no cover - numba
+    n = tex.shape[0]
+    H, W = out.shape
+    for r in range(H):
+        for col in range(W):
+            u = a * col + b * r + c
+            v = d * col + e * r + f
+            fu = math.floor(u)
+            fv = math.floor(v)
+            wu = u - fu
+            wv = v - fv
+            i0 = int(fu) % n
+            j0 = int(fv) % n
+            if i0 < 0:
+                i0 += n
+            if j0 < 0:
+                j0 += n
+            i1 = (i0 + 1) % n
+            j1 = (j0 + 1) % n
+            out[r, col] = (
+                (tex[j0, i0] * (1.0 - wu) + tex[j0, i1] * wu) * (1.0 - wv)
+                + (tex[j1, i0] * (1.0 - wu) + tex[j1, i1] * wu) * wv
+            )
+
+
 def tex_field(
     tex: np.ndarray,
     grid: Grid,
@@ -223,7 +249,8 @@ def tex_field(
     e = -ca * res / La
     f = (-sa * x0 + ca * y0) / La + offset[1]
     out = np.empty(grid.shape, dtype=np.float32)
-    _k_sample_tex(tex, a, b, c, d, e, f, out)
+    kernel = _k_sample_tex if out.size > 50_000 else _k_sample_tex_serial  # threads cost more than tiny grids
+    kernel(tex, a, b, c, d, e, f, out)
     return out
 
 
@@ -347,86 +374,102 @@ def _k_render(
     h20, w20 = alpha20.shape
     H10 = g10.shape[1]
     W10 = g10.shape[2]
-    nbank = bank.shape[0]
+    foff = np.float32(offset) + np.float32(0.5)
+    # column lookups shared by all rows
+    cx0 = np.empty(W, np.int64)
+    cx1 = np.empty(W, np.int64)
+    cwx = np.empty(W, np.float32)
+    ax0 = np.empty(W, np.int64)
+    ax1 = np.empty(W, np.int64)
+    awx = np.empty(W, np.float32)
+    bx0 = np.empty(W, np.int64)
+    bx1 = np.empty(W, np.int64)
+    bwx = np.empty(W, np.float32)
+    for c in range(W):
+        xc = min(max((c + 0.5) * 0.5 - 0.5, 0.0), w20 - 1.0)
+        cx0[c] = int(xc)
+        cx1[c] = min(cx0[c] + 1, w20 - 1)
+        cwx[c] = xc - cx0[c]
+        x10 = min(max(c + dx, 0.0), W10 - 1.0)
+        ax0[c] = int(x10)
+        ax1[c] = min(ax0[c] + 1, W10 - 1)
+        awx[c] = x10 - ax0[c]
+        x20 = min(max((c + 0.5 + dx) * 0.5 - 0.5, 0.0), w20 - 1.0)
+        bx0[c] = int(x20)
+        bx1[c] = min(bx0[c] + 1, w20 - 1)
+        bwx[c] = x20 - bx0[c]
     for r in prange(H):
-        # cloud fields: bilinear from the 20 m grid (no misregistration: same scene, same time)
-        yc = (r + 0.5) * 0.5 - 0.5
-        if yc < 0.0:
-            yc = 0.0
+        yc = min(max((r + 0.5) * 0.5 - 0.5, 0.0), h20 - 1.0)
         yc0 = int(yc)
-        if yc0 > h20 - 1:
-            yc0 = h20 - 1
         yc1 = min(yc0 + 1, h20 - 1)
-        wyc = yc - yc0
-        # ground: shifted sampling
-        y10 = r + dy
-        if y10 < 0.0:
-            y10 = 0.0
-        if y10 > H10 - 1:
-            y10 = H10 - 1.0
+        wyc = np.float32(yc - yc0)
+        y10 = min(max(r + dy, 0.0), H10 - 1.0)
         y10a = int(y10)
         y10b = min(y10a + 1, H10 - 1)
-        wy10 = y10 - y10a
-        y20 = (r + 0.5 + dy) * 0.5 - 0.5
-        if y20 < 0.0:
-            y20 = 0.0
-        if y20 > h20 - 1:
-            y20 = h20 - 1.0
+        wy10 = np.float32(y10 - y10a)
+        y20 = min(max((r + 0.5 + dy) * 0.5 - 0.5, 0.0), h20 - 1.0)
         y20a = int(y20)
         y20b = min(y20a + 1, h20 - 1)
-        wy20 = y20 - y20a
+        wy20 = np.float32(y20 - y20a)
+        al = np.empty(W, np.float32)
+        ci = np.empty(W, np.float32)
+        sh = np.empty(W, np.float32)
         for c in range(W):
-            xc = (c + 0.5) * 0.5 - 0.5
-            if xc < 0.0:
-                xc = 0.0
-            xc0 = int(xc)
-            if xc0 > w20 - 1:
-                xc0 = w20 - 1
-            xc1 = min(xc0 + 1, w20 - 1)
-            wxc = xc - xc0
-            al = (alpha20[yc0, xc0] * (1 - wxc) + alpha20[yc0, xc1] * wxc) * (1 - wyc) + (
-                alpha20[yc1, xc0] * (1 - wxc) + alpha20[yc1, xc1] * wxc) * wyc
-            ci = (cirrus20[yc0, xc0] * (1 - wxc) + cirrus20[yc0, xc1] * wxc) * (1 - wyc) + (
-                cirrus20[yc1, xc0] * (1 - wxc) + cirrus20[yc1, xc1] * wxc) * wyc
-            sh = (shadow20[yc0, xc0] * (1 - wxc) + shadow20[yc0, xc1] * wxc) * (1 - wyc) + (
-                shadow20[yc1, xc0] * (1 - wxc) + shadow20[yc1, xc1] * wxc) * wyc
-            x10 = c + dx
-            if x10 < 0.0:
-                x10 = 0.0
-            if x10 > W10 - 1:
-                x10 = W10 - 1.0
-            x10a = int(x10)
-            x10b = min(x10a + 1, W10 - 1)
-            wx10 = x10 - x10a
-            x20 = (c + 0.5 + dx) * 0.5 - 0.5
-            if x20 < 0.0:
-                x20 = 0.0
-            if x20 > w20 - 1:
-                x20 = w20 - 1.0
-            x20a = int(x20)
-            x20b = min(x20a + 1, w20 - 1)
-            wx20 = x20 - x20a
-            cloud_bright = 0.78 + 0.22 * al
-            pix = r * W + c
-            for j in range(nb):
-                k = src[j]
-                if is20[j]:
-                    g = (g20[k, y20a, x20a] * (1 - wx20) + g20[k, y20a, x20b] * wx20) * (1 - wy20) + (
-                        g20[k, y20b, x20a] * (1 - wx20) + g20[k, y20b, x20b] * wx20) * wy20
-                else:
-                    g = (g10[k, y10a, x10a] * (1 - wx10) + g10[k, y10a, x10b] * wx10) * (1 - wy10) + (
-                        g10[k, y10b, x10a] * (1 - wx10) + g10[k, y10b, x10b] * wx10) * wy10
-                g = g * (1.0 - shadow_k[j] * sh)
-                v = gain[j] * g + haze[j]
-                v = v * (1.0 - al) + cloud_refl[j] * cloud_bright * al
-                v = v + cirrus_refl[j] * ci
-                v = v + sigma[j] * bank[(nstart[j] + pix) % nbank]
-                dn = int(v * 10000.0 + 0.5) + offset
-                if dn < 1:
-                    dn = 1
-                elif dn > 65535:
-                    dn = 65535
-                out[j, r, c] = dn
+            a0 = cx0[c]
+            a1 = cx1[c]
+            w = cwx[c]
+            al[c] = (alpha20[yc0, a0] * (1 - w) + alpha20[yc0, a1] * w) * (1 - wyc) + (
+                alpha20[yc1, a0] * (1 - w) + alpha20[yc1, a1] * w) * wyc
+            ci[c] = (cirrus20[yc0, a0] * (1 - w) + cirrus20[yc0, a1] * w) * (1 - wyc) + (
+                cirrus20[yc1, a0] * (1 - w) + cirrus20[yc1, a1] * w) * wyc
+            sh[c] = (shadow20[yc0, a0] * (1 - w) + shadow20[yc0, a1] * w) * (1 - wyc) + (
+                shadow20[yc1, a0] * (1 - w) + shadow20[yc1, a1] * w) * wyc
+        for j in range(nb):
+            k = src[j]
+            if is20[j]:
+                gs = g20[k]
+                xa = bx0
+                xb = bx1
+                xw = bwx
+                ya = y20a
+                yb = y20b
+                wy = wy20
+            else:
+                gs = g10[k]
+                xa = ax0
+                xb = ax1
+                xw = awx
+                ya = y10a
+                yb = y10b
+                wy = wy10
+            gj = gain[j]
+            hj = haze[j]
+            crj = cloud_refl[j]
+            cij = cirrus_refl[j]
+            skj = shadow_k[j]
+            sj = sigma[j]
+            base = nstart[j] + r * W
+            rowa = gs[ya]
+            rowb = gs[yb]
+            for c in range(W):
+                x0 = xa[c]
+                x1 = xb[c]
+                wx = xw[c]
+                g = (rowa[x0] * (1 - wx) + rowa[x1] * wx) * (1 - wy) + (rowb[x0] * (1 - wx) + rowb[x1] * wx) * wy
+                a = al[c]
+                v = gj * g * (1.0 - skj * sh[c]) + hj
+                v = v * (1.0 - a) + crj * (0.78 + 0.22 * a) * a + cij * ci[c]
+                # sensor noise: splitmix64 hash of (date/band seed, pixel) -> triangular, unit variance
+                hsh = np.uint64(base + c) * np.uint64(0x9E3779B97F4A7C15)
+                hsh ^= hsh >> np.uint64(31)
+                hsh *= np.uint64(0xBF58476D1CE4E5B9)
+                hsh ^= hsh >> np.uint64(29)
+                u1 = np.float32(hsh & np.uint64(0xFFFF))
+                u2 = np.float32((hsh >> np.uint64(16)) & np.uint64(0xFFFF))
+                v = v + sj * (u1 + u2 - np.float32(65535.0)) * np.float32(2.449490 / 65536.0)
+                dn = v * np.float32(10000.0) + foff
+                dn = min(max(dn, np.float32(1.0)), np.float32(65535.0))
+                out[j, r, c] = np.uint16(dn)
 
 
 def render_date(g10, g20, src, is20, shift, alpha20, cirrus20, shadow20, gain, haze, cloud_refl, cirrus_refl,

@@ -20,6 +20,7 @@ bands then renders in a few tens of milliseconds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import OrderedDict
@@ -153,6 +154,7 @@ def _as_date(d) -> date:
         raise UsageError(f"not a date: {d!r}; use YYYY-MM-DD") from exc
 
 
+@functools.lru_cache(maxsize=256)
 def mgrs_tile(lon: float, lat: float) -> str:
     """MGRS tile id (``34QEJ``) of a lon/lat point (standard zones; no Norway/Svalbard exceptions)."""
     from pyproj import Transformer
@@ -367,9 +369,11 @@ class SimulatedSource:
     def _cloud_cover(self, aoi: AOI, p: _DateParams) -> float:
         if p.cloud == 0 and p.cirrus == 0:
             return 0.0
-        g = aoi.grid()
-        factor = max(1, int(round(max(g.width, g.height) / 48)))
-        alpha, cirrus, _, _ = self._cloud_fields(p, g.scaled(factor))
+        key = ("coarse", aoi.id, aoi.digest, aoi.geometry.wkb)
+        if key not in self._layouts:
+            g = aoi.grid()
+            self._layouts[key] = g.scaled(max(1, int(round(max(g.width, g.height) / 48))))
+        alpha, cirrus, _, _ = self._cloud_fields(p, self._layouts[key])
         return round(float(np.mean((alpha > 0.05) | (cirrus > 0.15)) * 100.0), 2)
 
     # -----------------------------------------------------------------------------------------
@@ -536,14 +540,15 @@ class SimulatedSource:
         dune_ang = float(rng.uniform(0, math.pi))
         dune_lam = float(rng.uniform(160, 380))
         dune_amp = float(rng.uniform(0.015, 0.045))
-        large = tex_field(tex[0], grid, scale_m=45.0, offset=offs[0])
-        mid = tex_field(tex[1], grid, scale_m=14.0, offset=offs[1])
+        # aeolian streaks: large patches stretched along the wind
+        large = tex_field(tex[0], grid, scale_m=40.0, angle=dune_ang, aniso=2.5, offset=offs[0])
+        mid = tex_field(tex[1], grid, scale_m=14.0, angle=dune_ang, aniso=1.8, offset=offs[1])
         fine = tex_field(tex[2], grid, scale_m=4.0, offset=offs[2])
-        wad = tex_field(tex[1], grid, scale_m=35.0, angle=0.6, offset=offs[3])
+        wad = tex_field(tex[0], grid, scale_m=22.0, angle=0.6, offset=offs[3])
         wmask = tex_field(tex[0], grid, scale_m=70.0, offset=offs[4])
         dwarp = tex_field(tex[0], grid, scale_m=12.0, offset=offs[5])
-        rock = _smooth(0.5 + 0.8 * (large - rock_bias) + 0.15 * mid)
-        wadi = np.exp(-((wad / 0.09) ** 2)) * np.clip(wmask + 0.4, 0.0, 1.0)
+        rock = _smooth(0.5 + 0.8 * (large - rock_bias) + 0.25 * mid)
+        wadi = np.exp(-((wad / 0.14) ** 2)) * np.clip((wmask - 0.4) * 1.5, 0.0, 1.0)
         t = grid.transform
         xs = t.c + (np.arange(grid.width) + 0.5) * t.a
         ys = t.f + (np.arange(grid.height) + 0.5) * t.e
