@@ -18,7 +18,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 

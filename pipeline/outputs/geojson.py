@@ -71,6 +71,18 @@ def _round_coords(obj: Any, ndigits: int) -> Any:
     return obj
 
 
+def _orient_ccw(geom: BaseGeometry) -> BaseGeometry:
+    """Exterior rings counter-clockwise, holes clockwise (``shapely.orient_polygons`` needs 2.1)."""
+    if hasattr(shapely, "orient_polygons"):
+        return shapely.orient_polygons(geom, exterior_cw=False)
+    from shapely.geometry import MultiPolygon
+    from shapely.geometry.polygon import orient
+
+    if geom.geom_type == "MultiPolygon":
+        return MultiPolygon([orient(p, sign=1.0) for p in geom.geoms])
+    return orient(geom, sign=1.0)
+
+
 def to_lonlat_geometry(geom: BaseGeometry, epsg: int, *, decimals: int = DECIMALS) -> dict:
     """A grid-CRS polygon as an RFC 7946 geometry dict: lon/lat, CCW exteriors, rounded, valid.
 
@@ -87,7 +99,7 @@ def to_lonlat_geometry(geom: BaseGeometry, epsg: int, *, decimals: int = DECIMAL
         ll = shapely.union_all([g for g in ll.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
     if ll.is_empty:
         raise OutputError(f"geometry collapses to nothing at {decimals} decimals: {geom.wkt[:120]}")
-    ll = shapely.orient_polygons(ll, exterior_cw=False)
+    ll = _orient_ccw(ll)
     gj = mapping(ll)
     gj = {"type": gj["type"], "coordinates": _round_coords(gj["coordinates"], decimals)}
     back = shape(gj)

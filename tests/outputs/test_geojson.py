@@ -179,3 +179,13 @@ def test_any_polygon_comes_out_rfc7946(poly):
     # the area survives reprojection and rounding (within 1 %)
     back = shp_transform(Transformer.from_crs(4326, EPSG, always_xy=True).transform, shape(gj))
     assert back.area == pytest.approx(poly.area, rel=0.01)
+
+
+def test_orientation_without_shapely_orient_polygons(monkeypatch):
+    """shapely < 2.1 has no orient_polygons: the fallback gives the same right-hand rule."""
+    monkeypatch.delattr(shapely, "orient_polygons", raising=False)
+    ring = [(560000, 3229000), (560000, 3229100), (560100, 3229100), (560100, 3229000)]
+    hole = [(560020, 3229020), (560080, 3229020), (560080, 3229080), (560020, 3229080)]  # counter-clockwise
+    cw = shapely.Polygon(ring, [hole])
+    _check_rfc7946_geometry(to_lonlat_geometry(cw, EPSG))
+    _check_rfc7946_geometry(to_lonlat_geometry(shapely.MultiPolygon([cw, shapely.box(561000, 3229000, 561050, 3229050)]), EPSG))
