@@ -160,7 +160,7 @@ def polygons(draw):
     pts = [(cx + radius * r * math.cos(a), cy + radius * r * math.sin(a)) for a, r in zip(angles, radii)]
     if draw(st.booleans()):
         pts = pts[::-1]
-    poly = shapely.Polygon(pts)
+    poly = shapely.make_valid(shapely.Polygon(pts))  # nearly equal angles can give slivers
     if draw(st.booleans()):
         poly = poly.difference(shapely.Point(cx, cy).buffer(radius * 0.1))
     return shapely.make_valid(poly)
