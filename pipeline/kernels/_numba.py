@@ -42,7 +42,7 @@ def cva(before, after, ob, oa, sb, sa, zb, za, out):
                 fv = (np.float32(v) - oa) * sa
                 d = fv - fu
                 acc[j] += d * d
-                bad[j] |= (zb and u == 0) or (za and v == 0) or (d != d)
+                bad[j] |= (zb & (u == 0)) | (za & (v == 0)) | (d != d)
         o = out[i]
         for j in range(W):
             o[j] = NAN32 if bad[j] else math.sqrt(acc[j])
@@ -72,7 +72,7 @@ def cva_direction(before, after, ob, oa, sb, sa, zb, za, mag, cos, ang, dom):
                 if ad > best[j]:
                     best[j] = ad
                     arg[j] = b
-                bad[j] |= (zb and u == 0) or (za and v == 0) or (d != d)
+                bad[j] |= (zb & (u == 0)) | (za & (v == 0)) | (d != d)
         for j in range(W):
             if bad[j]:
                 mag[i, j] = NAN32
@@ -185,11 +185,11 @@ def log_ratio(before, after, ob, oa, sb, sa, zb, za, sel, floor, out):
             for j in range(W):
                 u = rb[j]
                 v = ra[j]
-                fu = max((np.float32(u) - ob) * sb, fl)
-                fv = max((np.float32(v) - oa) * sa, fl)
-                bad[j] |= (zb and u == 0) or (za and v == 0) or (np.float32(u) != np.float32(u)) or (
-                    np.float32(v) != np.float32(v)
-                )
+                gu = (np.float32(u) - ob) * sb
+                gv = (np.float32(v) - oa) * sa
+                bad[j] |= (zb & (u == 0)) | (za & (v == 0)) | (gu != gu) | (gv != gv)
+                fu = max(gu, fl)
+                fv = max(gv, fl)
                 acc[j] += abs(math.log(fv / fu))
         o = out[i]
         for j in range(W):
@@ -213,7 +213,7 @@ def diff_moments(before, after, ob, oa, sb, sa, zb, za, mask, use_mask, partial)
                 u = rb[j]
                 v = ra[j]
                 d = (np.float32(v) - oa) * sa - (np.float32(u) - ob) * sb
-                bad[j] |= (zb and u == 0) or (za and v == 0) or (d != d)
+                bad[j] |= (zb & (u == 0)) | (za & (v == 0)) | (d != d)
         if use_mask:
             m = mask[i]
             for j in range(W):
@@ -253,7 +253,7 @@ def zscore_magnitude(before, after, ob, oa, sb, sa, zb, za, mean, inv_std, out):
                 d = (np.float32(v) - oa) * sa - (np.float32(u) - ob) * sb
                 z = (d - mu) * isd
                 acc[j] += z * z
-                bad[j] |= (zb and u == 0) or (za and v == 0) or (d != d)
+                bad[j] |= (zb & (u == 0)) | (za & (v == 0)) | (d != d)
         o = out[i]
         for j in range(W):
             o[j] = NAN32 if bad[j] else math.sqrt(acc[j])
@@ -303,7 +303,7 @@ def _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad):
             fv = (np.float32(v) - oa) * sa
             xr[j] = fu - cx
             yr[j] = fv - cy
-            bad[j] |= (zb and u == 0) or (za and v == 0) or (fu != fu) or (fv != fv)
+            bad[j] |= (zb & (u == 0)) | (za & (v == 0)) | (fu != fu) | (fv != fv)
 
 
 @njit(inline="always", **SERIAL)
@@ -329,12 +329,36 @@ def _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi):
             chi[j] += t * t
 
 
+@njit(inline="always", **SERIAL)
+def _dot8(x, y):
+    """Dot product of two float64 rows with 8 independent partial sums (vectorisable without
+    fastmath; the summation order is fixed, so results are deterministic)."""
+    n = x.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    nb = n // 8
+    for jb in range(nb):
+        k = jb * 8
+        s0 += x[k] * y[k]
+        s1 += x[k + 1] * y[k + 1]
+        s2 += x[k + 2] * y[k + 2]
+        s3 += x[k + 3] * y[k + 3]
+        s4 += x[k + 4] * y[k + 4]
+        s5 += x[k + 5] * y[k + 5]
+        s6 += x[k + 6] * y[k + 6]
+        s7 += x[k + 7] * y[k + 7]
+    s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for k in range(nb * 8, n):
+        s += x[k] * y[k]
+    return s
+
+
 @njit(**FLAGS)
 def irmad_moments(before, after, ob, oa, sb, sa, zb, za, mask, use_mask, mx, my, a, bm, inv_sigma, weighted, partial):
     """Weighted moments over valid pixels, one partial row per image row.
 
     partial[i] = (sum w, sum w z_p (2B), sum w z_p z_q (2B x 2B, upper triangle filled)) with
-    z = (x - mx, y - my); w = chi2_sf(chi2) of the current transform when ``weighted`` else 1.
+    z = (x - mx, y - my); w = chi2_sf(chi2) of the current transform when ``weighted`` else 1, and
+    0 for no data or outside ``mask``.
     """
     B, H, W = before.shape
     P = 2 * B
@@ -347,41 +371,33 @@ def irmad_moments(before, after, ob, oa, sb, sa, zb, za, mask, use_mask, mx, my,
             m = mask[i]
             for j in range(W):
                 bad[j] |= not m[j]
-        w = np.empty(W, np.float64)
+        sw = np.empty(W, np.float64)
         if weighted:
             mad = np.empty(W, np.float32)
             chi = np.empty(W, np.float32)
             _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi)
             for j in range(W):
-                w[j] = 0.0 if bad[j] else chi2_sf(np.float64(chi[j]), B)
+                sw[j] = 0.0 if bad[j] else math.sqrt(chi2_sf(np.float64(chi[j]), B))
         else:
             for j in range(W):
-                w[j] = 0.0 if bad[j] else 1.0
-        # zero the no-data values so 0 * NaN cannot poison the sums
+                sw[j] = 0.0 if bad[j] else 1.0
+        Z = np.empty((P, W), np.float64)
         for b in range(B):
+            xr = X[b]
+            yr = Y[b]
+            zx = Z[b]
+            zy = Z[B + b]
             for j in range(W):
-                if bad[j]:
-                    X[b, j] = 0.0
-                    Y[b, j] = 0.0
-        sw = 0.0
-        for j in range(W):
-            sw += w[j]
-        partial[i, 0] = sw
-        wz = np.empty(W, np.float64)
+                s = sw[j]
+                # no-data values may be NaN: select, do not multiply by 0
+                zx[j] = xr[j] * s if s > 0 else 0.0
+                zy[j] = yr[j] * s if s > 0 else 0.0
+        partial[i, 0] = _dot8(sw, sw)
         for p in range(P):
-            zp = X[p] if p < B else Y[p - B]
-            s = 0.0
-            for j in range(W):
-                t = w[j] * zp[j]
-                wz[j] = t
-                s += t
-            partial[i, 1 + p] = s
+            zp = Z[p]
+            partial[i, 1 + p] = _dot8(zp, sw)
             for q in range(p, P):
-                zq = X[q] if q < B else Y[q - B]
-                s2 = 0.0
-                for j in range(W):
-                    s2 += wz[j] * zq[j]
-                partial[i, 1 + P + p * P + q] = s2
+                partial[i, 1 + P + p * P + q] = _dot8(zp, Z[q])
 
 
 @njit(**FLAGS)
