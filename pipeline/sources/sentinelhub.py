@@ -369,6 +369,11 @@ class SentinelHubSource:
                     extra={"items": [f["id"] for f in fs], "epsg": sorted({f["properties"].get("proj:epsg") for f in fs} - {None})},
                 )
             )
+        if self.dry_run and acqs:
+            log.warning(
+                "%s: dry run: reading these %d acquisitions would cost about %.3f PU (%d requests); nothing downloaded",
+                self.name, len(acqs), self.estimate_pu(aoi, acqs), len(acqs) * len(_tiles(aoi.grid(), self.max_px)),
+            )  # fmt: skip
         return acqs
 
     # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -269,6 +270,7 @@ class _StacReader:
     name: str
     retry: RetryPolicy
     cache: ArrayCache
+    max_threads: int = 4
 
     def _sign(self, href: str) -> str:
         return href
@@ -346,18 +348,22 @@ class _StacReader:
                     f"{self.name}: item {rec['id']} lacks band(s) {', '.join(missing)} "
                     f"(has {', '.join(sorted(rec['assets'])) or 'none'}); choose another collection or fewer bands"
                 )
-            layer = np.zeros((len(bands), H, W), np.uint16)
-            for i, b in enumerate(bands):
-                # bilinear for all reflectance: exact on an aligned 10 m grid, smooth for 20 m
-                layer[i] = self._read_band(rec["assets"][b], grid, "bilinear", "uint16")
+            # bilinear for all reflectance (exact on an aligned 10 m grid, smooth for 20 m), SCL nearest;
+            # the assets are read in parallel (each read is mostly waiting for HTTP ranges)
+            jobs = [(rec["assets"][b], "bilinear", "uint16") for b in bands]
+            if with_scl:
+                jobs.append((rec["assets"]["SCL"], "nearest", "uint8"))
+            with ThreadPoolExecutor(max_workers=max(1, min(self.max_threads, len(jobs)))) as pool:
+                futures = [pool.submit(self._read_band, href, grid, rs, dt) for href, rs, dt in jobs]
+                arrays = [f.result() for f in futures]
+            layer = np.stack(arrays[: len(bands)])
             lvalid = (layer > 0).all(axis=0)
             shift = int(rec["offset"]) - int(acq.offset)
             if shift:  # items of one day with different offsets: harmonise to the acquisition's
                 layer = np.where(lvalid, np.clip(layer.astype(np.int32) - shift, 1, 65535), 0).astype(np.uint16)
             take = lvalid & ~valid
             if with_scl:
-                lscl = self._read_band(rec["assets"]["SCL"], grid, "nearest", "uint8")
-                scl[take] = lscl[take]
+                scl[take] = arrays[-1][take]
             mosaic_first_valid(data, valid, layer, lvalid)
         return {"data": data, "valid": valid, "scl": scl}
 
@@ -382,17 +388,30 @@ class LocalStacSource(_StacReader):
     cache_dir : path, optional
         Cache of decoded reads (off by default: local reads are cheap).
     retry : RetryPolicy, optional
+    max_threads : int
+        Assets read in parallel.
     **options
-        Other CLI options (``max_cloud``, ``dry_run``...) are accepted and ignored.
+        Other CLI options (``max_cloud`` is the default cloud limit; ``dry_run``, ``max_pu``...
+        are accepted and ignored).
     """
 
-    def __init__(self, path: "str | os.PathLike", *, cache_dir=None, retry: RetryPolicy = DEFAULT_RETRY, name: str | None = None, **options: Any):
+    def __init__(
+        self,
+        path: "str | os.PathLike",
+        *,
+        cache_dir=None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        name: str | None = None,
+        max_threads: int = 4,
+        **options: Any,
+    ):
         p = Path(path)
         if p.is_dir():
             p = p / "catalog.json"
         if not p.is_file():
             raise UsageError(f"{path}: no STAC catalog here (expected catalog.json); build one with `s2watch stac build DIR`")
         self.path = p
+        self.max_threads = int(max_threads)
         self.name = name or f"local:{p.parent.name}"
         self.retry = retry
         self.cache = ArrayCache(cache_dir)
@@ -456,6 +475,10 @@ class StacApiSource(_StacReader):
     sign : bool, optional
         Sign asset hrefs with the ``planetary-computer`` package (default: when the URL is the
         Planetary Computer's).
+    page_size : int
+        Items per search page.
+    max_threads : int
+        Assets read in parallel (HTTP range reads are mostly waiting).
     **options
         Other CLI options are accepted and ignored.
     """
@@ -471,9 +494,11 @@ class StacApiSource(_StacReader):
         retry: RetryPolicy = DEFAULT_RETRY,
         sign: bool | None = None,
         page_size: int = 100,
+        max_threads: int = 4,
         **options: Any,
     ):
         self.url = url.rstrip("/")
+        self.max_threads = int(max_threads)
         self.name = name or self.url
         self.collection = collection
         self.cache = ArrayCache(cache_dir)

@@ -121,7 +121,7 @@ def test_tiled_read_equals_untiled(sh_server, tmp_path, tartus):
     assert np.array_equal(st.data, ref.data) and np.array_equal(st.scl, ref.scl) and np.array_equal(st.valid, ref.valid)
 
 
-def test_pu_estimate_dry_run_and_budget(sh_server, tmp_path, tartus):
+def test_pu_estimate_dry_run_and_budget(sh_server, tmp_path, tartus, caplog):
     src = make_source(sh_server, tmp_path)
     acqs = src.search(tartus, START, END)
     h, w = tartus.grid().shape
@@ -132,6 +132,9 @@ def test_pu_estimate_dry_run_and_budget(sh_server, tmp_path, tartus):
     assert estimate_request_pu(512, 512, 3, bytes_per_sample=4) == pytest.approx(2.0)
 
     dry = make_source(sh_server, tmp_path, dry_run=True)
+    with caplog.at_level("WARNING", logger="pipeline"):
+        assert dry.search(tartus, START, END) == acqs
+    assert f"would cost about {want:.3f} PU (2 requests)" in caplog.text
     st = dry.read(tartus, acqs)
     assert n_process(sh_server) == 0 and not st.valid.any() and not st.data.any()
     assert dry.last_pu_estimate == pytest.approx(want)

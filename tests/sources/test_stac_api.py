@@ -219,3 +219,19 @@ def test_l1c_collection_and_missing_bands(stac_api, file_server, archive, tartus
     del items[0]["assets"]["swir22"]
     with pytest.raises(DataError, match=r"item S2A_36SYD_20220120_0_L1C lacks band\(s\) B12"):
         src.read(tartus, src.search(tartus, START, END))
+
+
+def test_crs_of_the_file_wins_over_metadata(stac_api, file_server, archive, tartus):
+    """Items whose proj:epsg / proj:code disagree with their files still land on the right pixels."""
+    items = [stac_item(s, file_server.href, style=st) for s, st in zip(archive["tartus"], ("earth-search", "pc"))]
+    items[0]["properties"]["proj:epsg"] = 32633
+    items[1]["properties"]["proj:code"] = "EPSG:32637"
+    stac_api.items = items
+    src = api_source(stac_api)
+    acqs = src.search(tartus, START, END)
+    assert [a.extra["items"][0]["epsg"] for a in acqs] == [32633, 32637]
+    st = src.read(tartus, acqs, bands=("B03",))
+    lon, lat = grid_lonlat(tartus)
+    want = truth_dn(archive["truth"]["tartus"], "B03", lon, lat)
+    for t in range(2):
+        assert np.abs(st.data[t, 0].astype(float) - acqs[t].offset - want).max() <= 0.5
