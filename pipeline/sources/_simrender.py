@@ -375,13 +375,10 @@ def _k_render(
     H10 = g10.shape[1]
     W10 = g10.shape[2]
     foff = np.float32(offset) + np.float32(0.5)
-    # column lookups shared by all rows
+    # column lookups shared by all rows: cloud fields (20 m, unshifted), 20 m ground (shifted)
     cx0 = np.empty(W, np.int64)
     cx1 = np.empty(W, np.int64)
     cwx = np.empty(W, np.float32)
-    ax0 = np.empty(W, np.int64)
-    ax1 = np.empty(W, np.int64)
-    awx = np.empty(W, np.float32)
     bx0 = np.empty(W, np.int64)
     bx1 = np.empty(W, np.int64)
     bwx = np.empty(W, np.float32)
@@ -390,14 +387,15 @@ def _k_render(
         cx0[c] = int(xc)
         cx1[c] = min(cx0[c] + 1, w20 - 1)
         cwx[c] = xc - cx0[c]
-        x10 = min(max(c + dx, 0.0), W10 - 1.0)
-        ax0[c] = int(x10)
-        ax1[c] = min(ax0[c] + 1, W10 - 1)
-        awx[c] = x10 - ax0[c]
         x20 = min(max((c + 0.5 + dx) * 0.5 - 0.5, 0.0), w20 - 1.0)
         bx0[c] = int(x20)
         bx1[c] = min(bx0[c] + 1, w20 - 1)
         bwx[c] = x20 - bx0[c]
+    # 10 m ground: a global shift has one weight for every interior column
+    ix = int(math.floor(dx))
+    wx10 = np.float32(dx - ix)
+    c_lo = min(max(0, -ix), W)
+    c_hi = max(min(W, W10 - 1 - ix), c_lo)
     for r in prange(H):
         yc = min(max((r + 0.5) * 0.5 - 0.5, 0.0), h20 - 1.0)
         yc0 = int(yc)
@@ -414,59 +412,60 @@ def _k_render(
         al = np.empty(W, np.float32)
         ci = np.empty(W, np.float32)
         sh = np.empty(W, np.float32)
+        a_row = np.empty(w20, np.float32)
+        c_row = np.empty(w20, np.float32)
+        s_row = np.empty(w20, np.float32)
+        for x in range(w20):
+            a_row[x] = alpha20[yc0, x] * (1 - wyc) + alpha20[yc1, x] * wyc
+            c_row[x] = cirrus20[yc0, x] * (1 - wyc) + cirrus20[yc1, x] * wyc
+            s_row[x] = shadow20[yc0, x] * (1 - wyc) + shadow20[yc1, x] * wyc
         for c in range(W):
             a0 = cx0[c]
             a1 = cx1[c]
             w = cwx[c]
-            al[c] = (alpha20[yc0, a0] * (1 - w) + alpha20[yc0, a1] * w) * (1 - wyc) + (
-                alpha20[yc1, a0] * (1 - w) + alpha20[yc1, a1] * w) * wyc
-            ci[c] = (cirrus20[yc0, a0] * (1 - w) + cirrus20[yc0, a1] * w) * (1 - wyc) + (
-                cirrus20[yc1, a0] * (1 - w) + cirrus20[yc1, a1] * w) * wyc
-            sh[c] = (shadow20[yc0, a0] * (1 - w) + shadow20[yc0, a1] * w) * (1 - wyc) + (
-                shadow20[yc1, a0] * (1 - w) + shadow20[yc1, a1] * w) * wyc
+            al[c] = a_row[a0] * (1 - w) + a_row[a1] * w
+            ci[c] = c_row[a0] * (1 - w) + c_row[a1] * w
+            sh[c] = s_row[a0] * (1 - w) + s_row[a1] * w
+        g = np.empty(W, np.float32)
+        v10 = np.empty(W10, np.float32)
+        v20 = np.empty(w20, np.float32)
         for j in range(nb):
             k = src[j]
             if is20[j]:
-                gs = g20[k]
-                xa = bx0
-                xb = bx1
-                xw = bwx
-                ya = y20a
-                yb = y20b
-                wy = wy20
+                for x in range(w20):
+                    v20[x] = g20[k, y20a, x] * (1 - wy20) + g20[k, y20b, x] * wy20
+                for c in range(W):
+                    g[c] = v20[bx0[c]] * (1 - bwx[c]) + v20[bx1[c]] * bwx[c]
             else:
-                gs = g10[k]
-                xa = ax0
-                xb = ax1
-                xw = awx
-                ya = y10a
-                yb = y10b
-                wy = wy10
+                for x in range(W10):
+                    v10[x] = g10[k, y10a, x] * (1 - wy10) + g10[k, y10b, x] * wy10
+                for c in range(c_lo, c_hi):
+                    g[c] = v10[c + ix] * (1 - wx10) + v10[c + ix + 1] * wx10
+                for c in range(0, c_lo):
+                    g[c] = v10[0]
+                for c in range(c_hi, W):
+                    g[c] = v10[min(max(c + ix, 0), W10 - 1)]
             gj = gain[j]
             hj = haze[j]
             crj = cloud_refl[j]
             cij = cirrus_refl[j]
             skj = shadow_k[j]
-            sj = sigma[j]
-            base = nstart[j] + r * W
-            rowa = gs[ya]
-            rowb = gs[yb]
+            sj = sigma[j] * np.float32(2.449490 / 65536.0)
+            base = np.uint32((nstart[j] + r * W) & 0xFFFFFFFF)
             for c in range(W):
-                x0 = xa[c]
-                x1 = xb[c]
-                wx = xw[c]
-                g = (rowa[x0] * (1 - wx) + rowa[x1] * wx) * (1 - wy) + (rowb[x0] * (1 - wx) + rowb[x1] * wx) * wy
                 a = al[c]
-                v = gj * g * (1.0 - skj * sh[c]) + hj
-                v = v * (1.0 - a) + crj * (0.78 + 0.22 * a) * a + cij * ci[c]
-                # sensor noise: splitmix64 hash of (date/band seed, pixel) -> triangular, unit variance
-                hsh = np.uint64(base + c) * np.uint64(0x9E3779B97F4A7C15)
-                hsh ^= hsh >> np.uint64(31)
-                hsh *= np.uint64(0xBF58476D1CE4E5B9)
-                hsh ^= hsh >> np.uint64(29)
-                u1 = np.float32(hsh & np.uint64(0xFFFF))
-                u2 = np.float32((hsh >> np.uint64(16)) & np.uint64(0xFFFF))
-                v = v + sj * (u1 + u2 - np.float32(65535.0)) * np.float32(2.449490 / 65536.0)
+                v = gj * g[c] * (np.float32(1.0) - skj * sh[c]) + hj
+                v = v * (np.float32(1.0) - a) + crj * (np.float32(0.78) + np.float32(0.22) * a) * a + cij * ci[c]
+                # sensor noise: 32-bit integer hash of (date/band seed, pixel) -> triangular, unit variance
+                hsh = base + np.uint32(c)
+                hsh ^= hsh >> np.uint32(16)
+                hsh *= np.uint32(0x7FEB352D)
+                hsh ^= hsh >> np.uint32(15)
+                hsh *= np.uint32(0x846CA68B)
+                hsh ^= hsh >> np.uint32(16)
+                u1 = np.float32(hsh & np.uint32(0xFFFF))
+                u2 = np.float32(hsh >> np.uint32(16))
+                v = v + sj * (u1 + u2 - np.float32(65535.0))
                 dn = v * np.float32(10000.0) + foff
                 dn = min(max(dn, np.float32(1.0)), np.float32(65535.0))
                 out[j, r, c] = np.uint16(dn)

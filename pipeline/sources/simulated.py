@@ -185,6 +185,10 @@ def _smooth(x: np.ndarray) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
+_CACHES: dict[int, tuple[dict, dict, OrderedDict]] = {}
+"""Per seed: layouts, scripted events and base renderings (at most four grids, LRU)."""
+
+
 class _Base:
     """The static rendering of one AOI on one grid (cached)."""
 
@@ -241,9 +245,8 @@ class SimulatedSource:
         self.nodata_rate = float(nodata_rate)
         if ignored:
             log.debug("simulated source ignores options %s", sorted(ignored))
-        self._layouts: dict = {}
-        self._events: dict = {}
-        self._bases: OrderedDict = OrderedDict()
+        # caches shared by all instances with this seed (get_source() builds a new instance per call)
+        self._layouts, self._events, self._bases = _CACHES.setdefault(self.seed, ({}, {}, OrderedDict()))
 
     def __repr__(self) -> str:
         return (f"SimulatedSource(seed={self.seed}, revisit_days={self.revisit_days}, start={self.start}, "
