@@ -300,7 +300,7 @@ class SentinelHubSource:
                 f"({'HTTP ' + str(status) if status else type(exc).__name__}); rerun later (finished parts are cached)"
             )
         if isinstance(exc, DownloadFailedException):
-            return SourceError(f"{self.name}: {what}: request failed (HTTP {status}): {_first_line(exc)}")
+            return SourceError(f"{self.name}: {what}: request rejected (HTTP {status}): {_server_message(exc)}")
         return SourceError(f"{self.name}: {what}: {type(exc).__name__}: {_first_line(exc)}")
 
     def _quiet_warnings(self):
@@ -590,6 +590,22 @@ def _with_offset0(a: Acquisition) -> Acquisition:
 
 def _parse_dt(s: str) -> datetime:
     return datetime.fromisoformat(str(s).replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def _server_message(exc: BaseException) -> str:
+    """The service's own error message (JSON ``error.message`` or the start of the body); never headers."""
+    resp = getattr(getattr(exc, "request_exception", None), "response", None)
+    if resp is None:
+        return _first_line(exc)
+    try:
+        err = resp.json().get("error")
+        if isinstance(err, dict):
+            return " ".join(str(err.get(k)) for k in ("code", "message") if err.get(k))[:300] or str(err)[:300]
+        if err:
+            return str(err)[:300]
+    except ValueError:
+        pass
+    return (resp.text or "").strip().splitlines()[0][:300] if (resp.text or "").strip() else f"HTTP {resp.status_code}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -489,6 +489,7 @@ class FakeSentinelHub(LocalServer):
         self.catalog_bodies: list[dict] = []
         self.pu_spent = 0.0
         self.n_token = 0
+        self.drop_outputs: set[str] = set()  # outputs left out of the tar (a "missing band" answer)
 
     def count(self, what: str) -> int:
         return sum(1 for _, p in self.requests if what in p)
@@ -522,6 +523,9 @@ class FakeSentinelHub(LocalServer):
                 return _json(403, {"error": {"status": 403, "reason": "Forbidden", "message": "You have exceeded your processing units quota"}})
             if fault and fault[0] == "drop":
                 return None, {}, b""
+            if fault and fault[0] == "400":
+                return _json(400, {"error": {"status": 400, "reason": "Bad Request", "message": "Failed to evaluate script! evaluatePixel: injected",
+                                             "code": "RENDERER_EXCEPTION"}})  # fmt: skip
             payload = json.loads(body)
             with self.lock:
                 self.process_bodies.append(payload)
@@ -654,6 +658,8 @@ class FakeSentinelHub(LocalServer):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for ident in ids:
+                if ident in self.drop_outputs:
+                    continue
                 content = tif(arrays[ident])
                 ti = tarfile.TarInfo(f"{ident}.tif")
                 ti.size = len(content)

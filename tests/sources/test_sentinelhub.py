@@ -339,3 +339,21 @@ def test_full_band_set_and_unknown_band(sh_server, tmp_path, tartus):
     with pytest.raises(UsageError, match="valid bands are"):
         src.read(tartus, acqs, bands=("B02", "B10"))
     assert src.read(tartus, acqs, bands=ALL_BANDS).bands == ALL_BANDS
+
+
+def test_rejected_request_and_missing_outputs(sh_server, tmp_path, tartus):
+    """A 400 shows the service's message; a response without the SCL output is a DataError and
+    nothing is cached; the rerun completes."""
+    from pipeline.errors import SourceError
+
+    src = make_source(sh_server, tmp_path, max_threads=1)
+    acqs = src.search(tartus, START, END)[:1]
+    sh_server.faults = [("400",)]
+    with pytest.raises(SourceError, match="request rejected \\(HTTP 400\\): RENDERER_EXCEPTION Failed to evaluate script"):
+        src.read(tartus, acqs)
+    sh_server.drop_outputs = {"scl"}
+    with pytest.raises(DataError, match="lacks output\\(s\\) scl"):
+        src.read(tartus, acqs)
+    assert src.cache.entries() == []
+    sh_server.drop_outputs = set()
+    assert src.read(tartus, acqs).valid.all()
