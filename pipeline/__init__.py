@@ -22,5 +22,18 @@ from .errors import PipelineError  # noqa: E402
 from .grid import Grid  # noqa: E402
 from .scene import Acquisition, SceneStack  # noqa: E402
 from .sources import get_source  # noqa: E402
+from .timeseries import feature_series, flagged_dates, runway_profile  # noqa: E402
 
-__all__ = ["AOI", "Acquisition", "Grid", "PipelineError", "SceneStack", "get_source", "load_aoi", "__version__"]
+__all__ = [
+    "AOI",
+    "Acquisition",
+    "Grid",
+    "PipelineError",
+    "SceneStack",
+    "feature_series",
+    "flagged_dates",
+    "get_source",
+    "load_aoi",
+    "runway_profile",
+    "__version__",
+]
