@@ -175,3 +175,39 @@ def test_reference_is_held_in_the_state(tmp_path, caplog):
         row = st.aoi(AOI)
     assert (row["reference_start"], row["reference_end"]) == ("2024-03-01", "2024-08-31")
     assert "keeping the reference 2024-03-01/2024-08-31 held in the state" in caplog.text
+
+
+@pytest.mark.network_local
+def test_new_confirmed_change_is_posted_once_and_fails_on_change(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/hook"
+    try:
+        cfg = make_cfg(tmp_path, date(2024, 10, 10), notify=(url,), fail_on_change=True)
+        s1 = run_monitor([AOI], cfg, source=PlantedSource())
+        s2 = run_monitor([AOI], cfg, source=PlantedSource())
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert s1.exit_code(fail_on_change=True) == 3 and s1.alerts == {AOI: {0: True}}
+    assert s2.exit_code(fail_on_change=True) == 0 and s2.alerts == {}
+    (body,) = bodies
+    (change,) = body["changes"]
+    assert body["aoi"] == AOI and body["run_id"] == s1.run_id and change["first_seen"] == STRUCTURE_FROM.isoformat()
+    grid = load_aoi(AOI).grid()
+    lon, lat = grid.lonlat(*[np.array([(s.start + s.stop - 1) / 2]) for s in STRUCTURE])
+    assert change["lon"] == pytest.approx(float(lon[0]), abs=2e-4) and change["lat"] == pytest.approx(float(lat[0]), abs=2e-4)
