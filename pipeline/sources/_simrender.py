@@ -375,6 +375,7 @@ def _k_render(
     H10 = g10.shape[1]
     W10 = g10.shape[2]
     foff = np.float32(offset) + np.float32(0.5)
+    M32 = np.uint64(0xFFFFFFFF)
     # column lookups shared by all rows: cloud fields (20 m, unshifted), 20 m ground (shifted)
     cx0 = np.empty(W, np.int64)
     cx1 = np.empty(W, np.int64)
@@ -451,20 +452,20 @@ def _k_render(
             cij = cirrus_refl[j]
             skj = shadow_k[j]
             sj = sigma[j] * np.float32(2.449490 / 65536.0)
-            base = np.uint32((nstart[j] + r * W) & 0xFFFFFFFF)
+            base = np.uint64(nstart[j] + r * W)
             for c in range(W):
                 a = al[c]
                 v = gj * g[c] * (np.float32(1.0) - skj * sh[c]) + hj
                 v = v * (np.float32(1.0) - a) + crj * (np.float32(0.78) + np.float32(0.22) * a) * a + cij * ci[c]
                 # sensor noise: 32-bit integer hash of (date/band seed, pixel) -> triangular, unit variance
-                hsh = base + np.uint32(c)
-                hsh ^= hsh >> np.uint32(16)
-                hsh *= np.uint32(0x7FEB352D)
-                hsh ^= hsh >> np.uint32(15)
-                hsh *= np.uint32(0x846CA68B)
-                hsh ^= hsh >> np.uint32(16)
-                u1 = np.float32(hsh & np.uint32(0xFFFF))
-                u2 = np.float32(hsh >> np.uint32(16))
+                hsh = (base + np.uint64(c)) & M32
+                hsh ^= hsh >> np.uint64(16)
+                hsh = (hsh * np.uint64(0x7FEB352D)) & M32
+                hsh ^= hsh >> np.uint64(15)
+                hsh = (hsh * np.uint64(0x846CA68B)) & M32
+                hsh ^= hsh >> np.uint64(16)
+                u1 = np.float32(hsh & np.uint64(0xFFFF))
+                u2 = np.float32((hsh >> np.uint64(16)) & np.uint64(0xFFFF))
                 v = v + sj * (u1 + u2 - np.float32(65535.0))
                 dn = v * np.float32(10000.0) + foff
                 dn = min(max(dn, np.float32(1.0)), np.float32(65535.0))
