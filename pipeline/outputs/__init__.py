@@ -129,8 +129,12 @@ def write_outputs(
 
     Notes
     -----
-    Memory: a few temporary copies of one (H, W) band plus the map picture; an 1100 x 1100 px AOI
-    writes in about a second, most of it DEFLATE and PNG compression.
+    Memory: a few temporary copies of one (H, W) band plus the map picture. Time (measured, shared
+    2-core machine): about 2 s for Al-Jufra's 917 x 970 px grid with ``rgb=True`` and 5 s for a
+    noise-filled 1100 x 1100 px grid with 50 objects, mostly DEFLATE and PNG compression.
+
+    With ``rgb=False``, ``before_rgb.tif`` / ``after_rgb.tif`` left in ``out_dir`` by an earlier
+    ``rgb=True`` write are removed, so the folder always matches its manifest.
     """
     _validate(result)
     check_extra(extra_manifest)
@@ -149,6 +153,9 @@ def write_outputs(
     for p in write_class_cog(result.class_map, result.grid, out / "change_class.tif", tags=tags):
         files[p.name] = p
     files["change_magnitude.tif"] = write_magnitude_cog(result.magnitude, result.grid, out / "change_magnitude.tif", tags=tags)
+    if not rgb:
+        for stale in ("before_rgb.tif", "after_rgb.tif"):
+            (out / stale).unlink(missing_ok=True)
     if rgb:
         for which in ("before", "after"):
             name = f"{which}_rgb.tif"

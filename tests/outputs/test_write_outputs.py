@@ -136,3 +136,9 @@ def test_bad_inputs_raise_clear_errors(tmp_path, result):
     with pytest.raises(ConfigError, match="cannot create output folder"):
         write_outputs(result, blocker / "sub")
     assert not (tmp_path / "x").exists()  # checks come before anything is written
+
+
+def test_rewrite_without_rgb_drops_stale_rgb_files(tmp_path, result):
+    write_outputs(result, tmp_path, rgb=True)
+    paths = write_outputs(result, tmp_path, rgb=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(paths) == sorted(OUTPUT_FILES)
