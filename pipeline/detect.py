@@ -91,8 +91,11 @@ class DetectParams:
     magnitude : str
         Change magnitude: ``cva`` (reflectance units), ``zscore_cva`` or ``irmad_chi2``.
     threshold : str
-        Threshold method of the magnitude: ``otsu``, ``kittler-illingworth`` or ``chi2``
-        (``irmad_chi2`` only), or ``none`` (only the floor below).
+        Threshold method of the magnitude: ``robust`` (median + ``robust_k`` x 1.4826 x MAD: a
+        multiple of the noise, right whatever the size of the change), ``otsu``,
+        ``kittler-illingworth``, ``chi2`` (``irmad_chi2`` only) or ``none`` (only the floor below).
+    robust_k : float
+        Multiple of the robust standard deviation of the magnitude for ``robust``. Default 6.
     min_cva : float
         Floor: a pixel changed only if its CVA over ``bands`` is at least this (reflectance).
         Protects no-change pairs, where any automatic threshold cuts into noise. Default 0.06.
@@ -123,7 +126,8 @@ class DetectParams:
     normalise: bool = True
     nochange_p: float = 0.9
     magnitude: str = "cva"
-    threshold: str = "otsu"
+    threshold: str = "robust"
+    robust_k: float = 6.0
     min_cva: float = 0.06
     chi2_p: float = 0.001
     smooth_px: float = 0.0
@@ -136,7 +140,7 @@ class DetectParams:
             raise UsageError(f"mask_method {self.mask_method!r}: use one of auto, {', '.join(MASK_METHODS)}")
         if self.magnitude not in MAGNITUDES:
             raise UsageError(f"magnitude {self.magnitude!r}: use one of {', '.join(MAGNITUDES)}")
-        valid_thr = ("otsu", "kittler-illingworth", "chi2", "none")
+        valid_thr = ("robust", "otsu", "kittler-illingworth", "chi2", "none")
         if self.threshold not in valid_thr:
             raise UsageError(f"threshold {self.threshold!r}: use one of {', '.join(valid_thr)}")
         if self.threshold == "chi2" and self.magnitude != "irmad_chi2":
@@ -326,9 +330,12 @@ def _coregister(windows: list[_Window], params: DetectParams, timer: _Timer) -> 
     return ref_id
 
 
-def _threshold(values: np.ndarray, method: str, *, dof: int, chi2_p: float) -> float:
+def _threshold(values: np.ndarray, method: str, *, dof: int, chi2_p: float, robust_k: float) -> float:
     if method == "none":
         return 0.0
+    if method == "robust":
+        med = float(np.median(values))
+        return med + robust_k * 1.4826 * float(np.median(np.abs(values - med)))
     from .kernels.thresholds import threshold
 
     if method == "chi2":
@@ -500,11 +507,13 @@ def detect_stacks(
     irmad_res = None
     with timer("normalise"):
         if params.normalise:
-            norm = normalise(before_c, after_raw, valid=both, p_min=params.nochange_p)
-            irmad_res = norm.irmad
-            after_c = apply_normalisation(after_raw, norm)
-        else:
-            after_c = after_raw
+            try:
+                norm = normalise(before_c, after_raw, valid=both, p_min=params.nochange_p)
+            except UsageError as exc:  # e.g. a singular band covariance: compare unnormalised
+                log.warning("radiometric normalisation skipped: %s", exc)
+            else:
+                irmad_res = norm.irmad
+        after_c = apply_normalisation(after_raw, norm) if norm is not None else after_raw
 
     with timer("kernels"):
         from .kernels.metrics import cva, index_deltas
@@ -521,7 +530,7 @@ def detect_stacks(
 
     with timer("threshold"):
         vals = magnitude[both & np.isfinite(magnitude)]
-        thr = _threshold(vals, params.threshold, dof=len(params.bands), chi2_p=params.chi2_p) if vals.size else np.inf
+        thr = _threshold(vals, params.threshold, dof=len(params.bands), chi2_p=params.chi2_p, robust_k=params.robust_k) if vals.size else np.inf
         with np.errstate(invalid="ignore"):
             changed = both & (magnitude > thr) & (cva_map >= params.min_cva)
         # the CVA level the changed pixels reach: persistence compares single dates against it

@@ -59,6 +59,13 @@ class MaskParams:
         Minimum ``B02/B04`` ratio of a cloud (white in the visible). Default 0.8.
     cloud_swir_ratio : float
         Maximum ``B11/B8A`` ratio of a cloud. Default 1.0.
+    cloud_excess : float
+        In windows of 3 or more acquisitions a cloud must also exceed the window's median ``B02``
+        by this much (reflectance): a new bright roof, present on most dates, is the median and
+        is not masked. Default 0.06.
+    cloud_blue_alone : float
+        In windows of fewer than 3 acquisitions (no median), the ``B02`` a cloud must exceed
+        instead. Default 0.3.
     haze_blue_excess : float
         Minimum ``B02`` excess over the clear median (reflectance) for haze. Default 0.04.
     haze_swir_share : float
@@ -76,6 +83,8 @@ class MaskParams:
     cloud_blue: float = 0.2
     cloud_whiteness: float = 0.8
     cloud_swir_ratio: float = 1.0
+    cloud_excess: float = 0.06
+    cloud_blue_alone: float = 0.3
     haze_blue_excess: float = 0.04
     haze_swir_share: float = 0.5
     shadow_ratio: float = 0.65
@@ -226,8 +235,20 @@ def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False):
     bad = np.zeros(data_ok.shape, dtype=bool)
     if use_scl:
         bad |= np.isin(stack_scl, np.asarray(p.scl_classes, dtype=stack_scl.dtype))
-    for t in range(T):
-        bad[t] |= spectral_cloud_mask(refl[t], bands, params=p)
+    cand = np.stack([spectral_cloud_mask(refl[t], bands, params=p) for t in range(T)]) if T else bad.copy()
+    if T >= 3:
+        # a cloud is also brighter than the window's median; a new bright roof present on most
+        # dates IS the median and is kept
+        ref = _nanmedian_t(refl, data_ok & ~bad)
+        b02 = list(bands).index("B02")
+        with np.errstate(invalid="ignore"):
+            excess = refl[:, b02] - ref[b02][None]
+            cand &= ~(excess <= p.cloud_excess)  # NaN reference: keep the candidate
+    else:
+        b02 = list(bands).index("B02")
+        with np.errstate(invalid="ignore"):
+            cand &= refl[:, b02] > p.cloud_blue_alone
+    bad |= cand
     first = data_ok & ~dilate(bad, p.dilate_px)
     if T >= 3:
         ref = _nanmedian_t(refl, first)

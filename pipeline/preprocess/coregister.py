@@ -105,6 +105,7 @@ def estimate_shift(
     upsample: int = 20,
     min_peak: float = 0.3,
     max_shift_px: float = 3.0,
+    max_size: int = 512,
 ) -> ShiftEstimate:
     """Global sub-pixel shift registering ``moving`` onto ``reference``.
 
@@ -120,6 +121,9 @@ def estimate_shift(
         Minimum normalised gradient correlation after alignment.
     max_shift_px : float
         Largest plausible shift, pixels.
+    max_size : int
+        Images larger than this (pixels per side) are matched on their central
+        ``max_size`` x ``max_size`` window; 0 = always the whole image.
 
     Returns
     -------
@@ -133,6 +137,13 @@ def estimate_shift(
     moving = np.asarray(moving, dtype=np.float32)
     if reference.shape != moving.shape or reference.ndim != 2:
         raise ValueError(f"reference and moving must be (H, W) of the same shape, got {reference.shape} and {moving.shape}")
+    H, W = reference.shape
+    if max_size and (H > max_size or W > max_size):  # the central window bounds the cost
+        r0, c0 = max(0, (H - max_size) // 2), max(0, (W - max_size) // 2)
+        win = (slice(r0, r0 + max_size), slice(c0, c0 + max_size))
+        reference, moving = reference[win], moving[win]
+        reference_valid = None if reference_valid is None else reference_valid[win]
+        moving_valid = None if moving_valid is None else moving_valid[win]
     okr = np.isfinite(reference) if reference_valid is None else np.isfinite(reference) & reference_valid
     okm = np.isfinite(moving) if moving_valid is None else np.isfinite(moving) & moving_valid
     both = okr & okm  # edges count only where both images are clear
@@ -186,10 +197,10 @@ def apply_shift(image: np.ndarray, shift: tuple[float, float], *, order: int = 3
         return image.copy()
     planes = image[None] if image.ndim == 2 else image
     out = np.empty_like(planes)
+    nan_any = np.isnan(planes).any(axis=0)
+    # pixels shifted in from outside the image or from no-data pixels (any band) become NaN
+    bad = ndimage.shift(nan_any.astype(np.float32), (dy, dx), order=1, mode="constant", cval=1.0) > 0.01
     for i, band in enumerate(planes):
-        ok = np.isfinite(band)
-        filled = _fill(band, ok)
-        out[i] = ndimage.shift(filled, (dy, dx), order=order, mode="nearest")
-        bad = ndimage.shift((~ok).astype(np.float32), (dy, dx), order=1, mode="constant", cval=1.0) > 0.01
+        out[i] = ndimage.shift(_fill(band, ~nan_any), (dy, dx), order=order, mode="nearest")
         out[i][bad] = np.nan
     return out[0] if image.ndim == 2 else out

@@ -84,8 +84,19 @@ def tls_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(my - slope * mx)
 
 
-def fit_normalisation(reference: np.ndarray, target: np.ndarray, nochange: np.ndarray, *, min_pixels: int = 50) -> Normalisation:
+def fit_normalisation(
+    reference: np.ndarray,
+    target: np.ndarray,
+    nochange: np.ndarray,
+    *,
+    min_pixels: int = 50,
+    trim_sigma: float = 3.0,
+    trim_iter: int = 2,
+) -> Normalisation:
     """TLS fit per band of ``reference`` on ``target`` over the ``nochange`` pixels.
+
+    The fit is repeated ``trim_iter`` times without the pixels whose residual in any band
+    exceeds ``trim_sigma`` robust standard deviations (changed pixels IR-MAD let through).
 
     Parameters
     ----------
@@ -108,17 +119,29 @@ def fit_normalisation(reference: np.ndarray, target: np.ndarray, nochange: np.nd
             f"(need {min_pixels}); the windows overlap too little or changed everywhere"
         )
     B = reference.shape[0]
+    X = target[:, m].astype(np.float64)  # (B, n)
+    Y = reference[:, m].astype(np.float64)
+    keep = np.ones(n, dtype=bool)
     gain = np.ones(B)
     offset = np.zeros(B)
-    sd = np.zeros(B)
-    for b in range(B):
-        x, y = target[b][m], reference[b][m]
-        try:
-            gain[b], offset[b] = tls_fit(x, y)
-        except ValueError:
-            gain[b], offset[b] = 1.0, float(np.mean(y) - np.mean(x))
-        sd[b] = float(np.std(y - (gain[b] * x + offset[b])))
-    return Normalisation(gain, offset, m, n, sd)
+    for _ in range(1 + trim_iter):
+        for b in range(B):
+            x, y = X[b, keep], Y[b, keep]
+            try:
+                gain[b], offset[b] = tls_fit(x, y)
+            except ValueError:
+                gain[b], offset[b] = 1.0, float(np.mean(y) - np.mean(x))
+        res = Y - (gain[:, None] * X + offset[:, None])
+        med = np.median(res[:, keep], axis=1, keepdims=True)
+        rsd = 1.4826 * np.median(np.abs(res[:, keep] - med), axis=1, keepdims=True) + 1e-6
+        new_keep = (np.abs(res - med) <= trim_sigma * rsd).all(axis=0)
+        if new_keep.sum() < min_pixels or (new_keep == keep).all():
+            break
+        keep = new_keep
+    sd = res[:, keep].std(axis=1)
+    used = np.zeros_like(m)
+    used[m] = keep
+    return Normalisation(gain, offset, used, int(keep.sum()), sd)
 
 
 def irmad_nochange(reference: np.ndarray, target: np.ndarray, *, valid: np.ndarray | None = None, p_min: float = 0.9, **irmad_options):
