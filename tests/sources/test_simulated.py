@@ -415,3 +415,49 @@ def test_read_on_a_custom_grid_1000px_is_fast(src, maaten):
     a = small.reflectance(0)[:, 5:200, 5:200]
     b = st.reflectance(0)[:, 25:220, 105:300]
     assert np.nanmean(np.abs(a - b)) < 0.006  # same scene; only the sensor noise differs
+
+
+def test_render_kernel_matches_a_plain_numpy_oracle():
+    """Planted random grounds and cloud fields; scipy map_coordinates (edge-clamped bilinear)
+    resamples the shifted 10 m and 20 m grounds and the 20 m cloud fields independently."""
+    from scipy import ndimage
+
+    from pipeline.sources._simrender import render_date
+
+    rng = np.random.default_rng(1)
+    H, W = 37, 29
+    g10 = rng.uniform(0.05, 0.5, (4, H, W)).astype(np.float32)
+    g20 = rng.uniform(0.05, 0.5, (6, (H + 1) // 2, (W + 1) // 2)).astype(np.float32)
+    alpha, cirrus, shadow = (rng.uniform(0, 1, g20.shape[1:]).astype(np.float32) for _ in range(3))
+    src_idx, is20 = [0, 3, 2, 5, 1], [False, True, False, True, True]
+    nb = len(src_idx)
+    gain, haze, cref, cirr, shk = (rng.uniform(0.02, 1.0, nb).astype(np.float32) for _ in range(5))
+    dy, dx = 0.37, -0.61
+    rows, cols = np.mgrid[0:H, 0:W].astype(float)
+    c20 = [(rows + 0.5) / 2 - 0.5, (cols + 0.5) / 2 - 0.5]
+    a, ci, sh = (ndimage.map_coordinates(f, c20, order=1, mode="nearest") for f in (alpha, cirrus, shadow))
+    expect = np.empty((nb, H, W))
+    for j, (k, twenty) in enumerate(zip(src_idx, is20)):
+        if twenty:
+            g = ndimage.map_coordinates(g20[k], [(rows + 0.5 + dy) / 2 - 0.5, (cols + 0.5 + dx) / 2 - 0.5], order=1, mode="nearest")
+        else:
+            g = ndimage.map_coordinates(g10[k], [rows + dy, cols + dx], order=1, mode="nearest")
+        v = gain[j] * g * (1 - shk[j] * sh) + haze[j]
+        expect[j] = v * (1 - a) + cref[j] * (0.78 + 0.22 * a) * a + cirr[j] * ci
+    for offset in (0, 1000):
+        out = np.empty((nb, H, W), np.uint16)
+        render_date(g10, g20, src_idx, is20, (dy, dx), alpha, cirrus, shadow, gain, haze, cref, cirr, shk,
+                    np.zeros(nb, np.float32), None, np.arange(nb) * 977, offset, out)
+        want = np.clip(np.floor(expect * 10000 + offset + 0.5), 1, 65535)
+        assert np.abs(out.astype(float) - want).max() <= 1
+    # noise: zero mean, the requested standard deviation, independent between bands
+    flat = np.full((4, 200, 200), 0.3, np.float32)
+    flat20 = np.full((6, 100, 100), 0.3, np.float32)
+    z = np.zeros((100, 100), np.float32)
+    out = np.empty((2, 200, 200), np.uint16)
+    one = np.ones(2, np.float32)
+    render_date(flat, flat20, [0, 0], [False, False], (0.0, 0.0), z, z, z, one, 0 * one, one, one, one,
+                np.array([0.004, 0.004], np.float32), None, np.array([11, 99999]), 0, out)
+    noise = (out.astype(float) - 3000) / 10000
+    assert abs(noise.mean()) < 2e-4 and 0.0036 < noise[0].std() < 0.0044
+    assert abs(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]) < 0.05
