@@ -37,6 +37,7 @@ __all__ = [
     "show_clear",
     "show_magnitude",
     "show_objects",
+    "show_outline",
     "plot_series",
     "plot_profile",
 ]
@@ -273,6 +274,42 @@ def _rings(geom):
             yield np.asarray(hole.coords)
 
 
+def _pixel_affine(grid: Grid, coords: str) -> Affine:
+    if coords not in ("pixel", "crs"):
+        raise ValueError(f"unknown coords {coords!r}; use one of pixel, crs")
+    # imshow puts pixel (row, col)'s centre at (col, row): shift the inverse transform by half a pixel
+    return Affine.translation(-0.5, -0.5) * ~grid.transform if coords == "pixel" else Affine.identity()
+
+
+def show_outline(
+    ax: Axes,
+    geom,
+    grid: Grid,
+    *,
+    colour="tab:red",
+    label: str | None = None,
+    coords: str = "pixel",
+    linewidth: float = 1.5,
+    linestyle: str = "-",
+) -> Axes:
+    """Outline any grid-CRS polygon (a runway stretch, a truth footprint) on an image of ``grid``.
+
+    Keeps the axes' view when it holds an image. ``label`` goes to the legend (call
+    ``ax.legend()``). Returns ``ax``.
+    """
+    inv = _pixel_affine(grid, coords)
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    first = True
+    for ring in _rings(geom):
+        x, y = inv * (ring[:, 0], ring[:, 1])
+        ax.plot(x, y, color=colour, linewidth=linewidth, linestyle=linestyle, label=label if first else None)
+        first = False
+    if ax.images:
+        ax.set_xlim(xlim)
+        ax.set_ylim(ylim)
+    return ax
+
+
 def show_objects(
     ax: Axes,
     objects,
@@ -305,10 +342,7 @@ def show_objects(
     -------
     Axes
     """
-    if coords not in ("pixel", "crs"):
-        raise ValueError(f"unknown coords {coords!r}; use one of pixel, crs")
-    # imshow puts pixel (row, col)'s centre at (col, row): shift the inverse transform by half a pixel
-    inv = Affine.translation(-0.5, -0.5) * ~grid.transform if coords == "pixel" else Affine.identity()
+    inv = _pixel_affine(grid, coords)
     present: dict[str, tuple] = {}
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
     has_image = bool(ax.images)
@@ -380,7 +414,7 @@ def plot_series(
     if cloudy.size:
         ax.plot(
             cloudy,
-            np.zeros(cloudy.size),
+            np.full(cloudy.size, 0.03),
             linestyle="none",
             marker="|",
             markersize=12,

@@ -403,6 +403,21 @@ class RunwayProfile:
     origin: tuple[float, float] = (0.0, 0.0)
     direction: tuple[float, float] = (0.0, 1.0)
 
+    def stretch(self, start_m: float, end_m: float) -> Polygon:
+        """The rectangle of the runway between two distances (its full width), grid CRS.
+
+        E.g. ``profile.stretch(*step.distance_m)`` to outline a flagged stretch on an image or to
+        follow it with :func:`feature_series`.
+        """
+        lo, hi = sorted((float(start_m), float(end_m)))
+        lo, hi = max(lo, 0.0), min(hi, self.length_m)
+        if hi <= lo:
+            raise UsageError(f"stretch {start_m:g}-{end_m:g} m is empty on a {self.length_m:.0f} m runway")
+        o, d = np.asarray(self.origin), np.asarray(self.direction)
+        n = np.array([-d[1], d[0]]) * self.width_m / 2.0
+        a, b = o + lo * d, o + hi * d
+        return Polygon([tuple(a - n), tuple(b - n), tuple(b + n), tuple(a + n)])
+
     def along(self, geom: BaseGeometry) -> tuple[float, float]:
         """``(from, to)`` metres along the runway covered by a grid-CRS geometry (clipped to the runway).
 

@@ -27,6 +27,7 @@ from pipeline.plot import (
     show_clear,
     show_magnitude,
     show_objects,
+    show_outline,
     show_pair,
 )
 from pipeline.timeseries import FeatureSeries, RunwayProfile, Step
@@ -214,3 +215,18 @@ def test_show_clear_and_magnitude():
     img = ax.images[0]
     assert np.ma.getmaskarray(img.get_array())[0, 0] and img.get_clim()[1] == pytest.approx(np.nanpercentile(mag, 99.5))
     _png(ax.figure)
+
+
+def test_show_outline_draws_any_polygon_and_keeps_the_view():
+    g = _grid()
+    x0, y1 = g.transform.c, g.transform.f
+    fig = Figure()
+    ax = fig.subplots()
+    ax.imshow(np.zeros(g.shape))
+    lims = ax.get_xlim(), ax.get_ylim()
+    show_outline(ax, box(x0 - 500, y1 - 50, x0 + 50, y1 - 10), g, colour="tab:blue", label="truth", linestyle="--")
+    (line,) = ax.get_lines()
+    assert (min(line.get_xdata()), max(line.get_xdata())) == pytest.approx((-50.5, 4.5))
+    assert line.get_label() == "truth" and line.get_linestyle() == "--"
+    assert (ax.get_xlim(), ax.get_ylim()) == lims
+    _png(fig)

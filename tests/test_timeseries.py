@@ -370,3 +370,15 @@ def test_find_feature_window_and_along():
     assert full.along(box(X0 - 10, Y0 + 400, X0 + 10, Y0 + 900)) == pytest.approx((900, 1000), abs=0.5)
     with pytest.raises(UsageError, match="no feature 'taxiway A'"):
         feature_window(aoi, "taxiway A")
+
+
+def test_stretch_rectangle_round_trips_with_along():
+    stack, aoi, *_ = planted()
+    prof = runway_profile(stack, aoi, "01/19", bins=10)
+    rect = prof.stretch(300, 600)
+    assert rect.bounds == pytest.approx((X0 - 20, Y0 - 200, X0 + 20, Y0 + 100), abs=0.5)
+    assert prof.along(rect) == pytest.approx((300, 600), abs=1e-6)
+    fs = feature_series(stack, aoi, rect)
+    np.testing.assert_allclose(fs.band("B02")[REPAIR_T + 1 :], 0.05, atol=0.003)
+    with pytest.raises(UsageError, match="empty"):
+        prof.stretch(1200, 1500)
