@@ -230,6 +230,96 @@ def _bands(result, which: str, bands) -> np.ndarray | None:
     return result.composite(which, list(bands))
 
 
+def _table_section(rows: list[dict]) -> str:
+    """The objects table; rows carry ``data-*`` sort keys for the inline sorter."""
+    trs = []
+    for r in rows:
+        o = r["obj"]
+        trs.append(
+            f'<tr data-id="{_e(o.id)}" data-class="{_e(o.cls)}" data-code="{r["code"]}" data-confidence="{o.confidence:.4f}" '
+            f'data-area="{o.area_m2:.1f}"><td><a href="#obj-{_e(o.id)}">{_e(o.id)}</a></td>'
+            f'<td><i class="swatch" style="background:{hex_colour(o.cls)}"></i>{_e(class_label(o.cls))}</td>'
+            f"<td>{o.confidence:.2f}</td><td>{o.area_m2:,.0f}</td><td>{_e(o.feature or '')}</td><td>{_e(o.status)}</td>"
+            f"<td><code>{r['lat']:.6f}, {r['lon']:.6f}</code></td></tr>"
+        )
+    head = (
+        '<tr><th>id</th><th><button type="button" data-key="class">class &#8597;</button></th>'
+        '<th><button type="button" data-key="confidence" data-numeric="1">confidence &#8597;</button></th>'
+        '<th><button type="button" data-key="area" data-numeric="1">area m&#178; &#8597;</button></th>'
+        "<th>feature</th><th>status</th><th>lat, lon</th></tr>"
+    )
+    return (
+        f'<section id="objects-section"><h2>Change objects</h2><table id="objects"><thead>{head}</thead>'
+        f'<tbody data-sort="confidence" data-dir="desc">{"".join(trs)}</tbody></table>'
+        + ("" if rows else '<p class="muted">No change objects.</p>')
+        + "</section>"
+    )
+
+
+def _history_table(records: list[dict]) -> str:
+    if not records:
+        return ""
+    keys = sorted({k for rec in records for k in rec if k != "date"})
+    head = "<tr><th>date</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys) + "</tr>"
+    body = "".join("<tr><td>" + _e(rec["date"]) + "</td>" + "".join(f"<td>{_fmt(rec.get(k))}</td>" for k in keys) + "</tr>" for rec in records)
+    return f"<h4>History</h4><table>{head}{body}</table>"
+
+
+def _cards_section(result, rows: list[dict], hist: Mapping[str, list[dict]], true_colour, swir) -> str:
+    """One card per object (the :data:`MAX_CARDS` most confident): chips, coordinate, evidence, history."""
+    grid: Grid = result.grid
+    tc_b, tc_a, tc_lims = true_colour
+    sw_b, sw_a, sw_lims = swir
+    cards = []
+    for r in rows[:MAX_CARDS]:
+        o = r["obj"]
+        colour = hex_colour(o.cls)
+        win = _chip_window(o.geometry, grid)
+        chips = "".join(
+            [
+                _chip(tc_b, tc_lims, win, o.geometry, grid, colour, "before, true colour"),
+                _chip(tc_a, tc_lims, win, o.geometry, grid, colour, "after, true colour"),
+                _chip(sw_b, sw_lims, win, o.geometry, grid, colour, "before, SWIR false colour"),
+                _chip(sw_a, sw_lims, win, o.geometry, grid, colour, "after, SWIR false colour"),
+            ]
+        )
+        ev = "".join(f"<tr><th>{_e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in sorted(dict(o.evidence).items(), key=lambda kv: str(kv[0])))
+        cards.append(
+            f'<div class="card" id="obj-{_e(o.id)}"><h3><i class="swatch" style="background:{colour}"></i>{_e(o.id)}: '
+            f"{_e(class_label(o.cls))} <span class=\"muted\">confidence {o.confidence:.2f}, {o.area_m2:,.0f} m&#178;"
+            f"{', ' + _e(o.feature) if o.feature else ''}, {_e(o.status)}</span></h3>"
+            f'<p>Location (lat, lon): <code class="coord">{r["lat"]:.6f}, {r["lon"]:.6f}</code> &middot; before {_e(o.before)}'
+            f" &middot; after {_e(o.after)}"
+            + (f" &middot; first seen {_e(o.first_seen)}" if o.first_seen else "")
+            + (f" &middot; last seen {_e(o.last_seen)}" if o.last_seen else "")
+            + f'</p><div class="chips">{chips}</div><h4>Evidence</h4><table class="evidence">{ev or "<tr><td>none recorded</td></tr>"}</table>'
+            f"{_history_table(hist.get(str(o.id), []))}</div>"
+        )
+    if not cards:
+        return ""
+    more = len(rows) - len(cards)
+    note = f'<p class="muted">{more} more object(s) of lower confidence are in the table and the map only.</p>' if more > 0 else ""
+    return f'<section id="cards"><h2>Objects in detail</h2>{"".join(cards)}{note}</section>'
+
+
+def _run_section(result, outputs: Sequence[str]) -> str:
+    """Acquisitions considered, parameters and the files beside the report."""
+    acq = "".join(
+        f"<tr><td>{_e(a.date)}</td><td>{_e(a.window)}</td><td>{_e(a.id)}</td><td>{_e(a.platform)}</td>"
+        f"<td>{_fmt(a.cloud_fraction)}</td><td>{_fmt(a.valid_fraction)}</td><td>{'yes' if a.used else 'no'}</td><td>{_e(a.reason)}</td></tr>"
+        for a in sorted(result.acquisitions, key=lambda a: (a.date, a.id))
+    )
+    params = json.dumps(jsonable(result.parameters), indent=1, sort_keys=True)
+    files = "".join(f"<li><code>{_e(n)}</code></li>" for n in outputs)
+    return (
+        '<section id="acquisitions"><h2>Acquisitions</h2><table><tr><th>date</th><th>window</th><th>id</th><th>platform</th>'
+        f"<th>cloud</th><th>valid</th><th>used</th><th>reason</th></tr>{acq}</table></section>\n"
+        f'<section id="parameters"><h2>Run</h2><details><summary>Parameters</summary><pre>{_e(params)}</pre></details>'
+        + (f"<p>Files beside this report:</p><ul>{files}</ul>" if files else "")
+        + "</section></main>"
+    )
+
+
 def render_report(result, *, history: Mapping | None = None, outputs: Sequence[str] = ()) -> str:
     """The report as one HTML string.
 
@@ -288,87 +378,9 @@ def render_report(result, *, history: Mapping | None = None, outputs: Sequence[s
         notes = "".join(f'<p class="warn">Skipped: {_e(s)}</p>' for s in skipped)
         parts.append(f'<section id="timeline"><h2>Timeline</h2>{img}{notes}</section>')
 
-    # table of objects
-    trs = []
-    for r in rows:
-        o = r["obj"]
-        trs.append(
-            f'<tr data-id="{_e(o.id)}" data-class="{_e(o.cls)}" data-code="{r["code"]}" data-confidence="{o.confidence:.4f}" '
-            f'data-area="{o.area_m2:.1f}"><td><a href="#obj-{_e(o.id)}">{_e(o.id)}</a></td>'
-            f'<td><i class="swatch" style="background:{hex_colour(o.cls)}"></i>{_e(class_label(o.cls))}</td>'
-            f"<td>{o.confidence:.2f}</td><td>{o.area_m2:,.0f}</td><td>{_e(o.feature or '')}</td><td>{_e(o.status)}</td>"
-            f"<td><code>{r['lat']:.6f}, {r['lon']:.6f}</code></td></tr>"
-        )
-    head = (
-        '<tr><th>id</th><th><button type="button" data-key="class">class &#8597;</button></th>'
-        '<th><button type="button" data-key="confidence" data-numeric="1">confidence &#8597;</button></th>'
-        '<th><button type="button" data-key="area" data-numeric="1">area m&#178; &#8597;</button></th>'
-        "<th>feature</th><th>status</th><th>lat, lon</th></tr>"
-    )
-    parts.append(
-        f'<section id="objects-section"><h2>Change objects</h2><table id="objects"><thead>{head}</thead>'
-        f'<tbody data-sort="confidence" data-dir="desc">{"".join(trs)}</tbody></table>'
-        + ("" if rows else '<p class="muted">No change objects.</p>')
-        + "</section>"
-    )
-
-    # one card per object
-    cards = []
-    for r in rows[:MAX_CARDS]:
-        o = r["obj"]
-        colour = hex_colour(o.cls)
-        win = _chip_window(o.geometry, grid)
-        chips = "".join(
-            [
-                _chip(tc_b, tc_lims, win, o.geometry, grid, colour, "before, true colour"),
-                _chip(tc_a, tc_lims, win, o.geometry, grid, colour, "after, true colour"),
-                _chip(sw_b, sw_lims, win, o.geometry, grid, colour, "before, SWIR false colour"),
-                _chip(sw_a, sw_lims, win, o.geometry, grid, colour, "after, SWIR false colour"),
-            ]
-        )
-        ev = "".join(f"<tr><th>{_e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in sorted(dict(o.evidence).items(), key=lambda kv: str(kv[0])))
-        hrows = hist.get(str(o.id), [])
-        htable = ""
-        if hrows:
-            keys = sorted({k for rec in hrows for k in rec if k != "date"})
-            htable = (
-                "<h4>History</h4><table><tr><th>date</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys) + "</tr>"
-                + "".join("<tr><td>" + _e(rec["date"]) + "</td>" + "".join(f"<td>{_fmt(rec.get(k))}</td>" for k in keys) + "</tr>" for rec in hrows)
-                + "</table>"
-            )  # fmt: skip
-        cards.append(
-            f'<div class="card" id="obj-{_e(o.id)}"><h3><i class="swatch" style="background:{colour}"></i>{_e(o.id)}: '
-            f"{_e(class_label(o.cls))} <span class=\"muted\">confidence {o.confidence:.2f}, {o.area_m2:,.0f} m&#178;"
-            f"{', ' + _e(o.feature) if o.feature else ''}, {_e(o.status)}</span></h3>"
-            f'<p>Location (lat, lon): <code class="coord">{r["lat"]:.6f}, {r["lon"]:.6f}</code> &middot; before {_e(o.before)}'
-            f" &middot; after {_e(o.after)}"
-            + (f" &middot; first seen {_e(o.first_seen)}" if o.first_seen else "")
-            + (f" &middot; last seen {_e(o.last_seen)}" if o.last_seen else "")
-            + f'</p><div class="chips">{chips}</div><h4>Evidence</h4><table class="evidence">{ev or "<tr><td>none recorded</td></tr>"}</table>'
-            f"{htable}</div>"
-        )
-    if cards:
-        more = len(rows) - len(cards)
-        note = f'<p class="muted">{more} more object(s) of lower confidence are in the table and the map only.</p>' if more > 0 else ""
-        parts.append(f'<section id="cards"><h2>Objects in detail</h2>{"".join(cards)}{note}</section>')
-
-    # acquisitions and parameters
-    acq = "".join(
-        f"<tr><td>{_e(a.date)}</td><td>{_e(a.window)}</td><td>{_e(a.id)}</td><td>{_e(a.platform)}</td>"
-        f"<td>{_fmt(a.cloud_fraction)}</td><td>{_fmt(a.valid_fraction)}</td><td>{'yes' if a.used else 'no'}</td><td>{_e(a.reason)}</td></tr>"
-        for a in sorted(result.acquisitions, key=lambda a: (a.date, a.id))
-    )
-    parts.append(
-        '<section id="acquisitions"><h2>Acquisitions</h2><table><tr><th>date</th><th>window</th><th>id</th><th>platform</th>'
-        f"<th>cloud</th><th>valid</th><th>used</th><th>reason</th></tr>{acq}</table></section>"
-    )
-    params = json.dumps(jsonable(result.parameters), indent=1, sort_keys=True)
-    files = "".join(f"<li><code>{_e(n)}</code></li>" for n in outputs)
-    parts.append(
-        f'<section id="parameters"><h2>Run</h2><details><summary>Parameters</summary><pre>{_e(params)}</pre></details>'
-        + (f"<p>Files beside this report:</p><ul>{files}</ul>" if files else "")
-        + "</section></main>"
-    )
+    parts.append(_table_section(rows))
+    parts.append(_cards_section(result, rows, hist, (tc_b, tc_a, tc_lims), (sw_b, sw_a, sw_lims)))
+    parts.append(_run_section(result, outputs))
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
