@@ -58,5 +58,11 @@ def run(args) -> int:
     src = str(cfg.config_path) if cfg.config_path else "none (defaults and environment)"
     print(f"# s2watch configuration in effect; file: {src}; secrets masked")
     print(f"# state database: {cfg.state_file}")
-    print(tomli_w.dumps(as_toml_tables(masked)), end="")
+    tables = as_toml_tables(masked)
+    for key, name in (("since", "since"), ("until", "until")):  # TOML has dates: show them as dates
+        if getattr(cfg, name) is not None:
+            tables["monitor"][key] = getattr(cfg, name)
+    if cfg.reference is not None:
+        tables["monitor"]["reference"] = list(cfg.reference)
+    print(tomli_w.dumps(tables), end="")
     return 0

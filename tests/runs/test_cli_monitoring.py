@@ -191,3 +191,26 @@ def test_cron_systemd_units_have_absolute_paths(cfg_file):
     assert Path(argv[0]).is_absolute() and argv[argv.index("--out") + 1] == "/srv/s2"
     assert argv[argv.index("--config") + 1] == str(cfg_file)
     assert "OnCalendar=*-*-* 00/6:" in out and "Persistent=true" in out and "SuccessExitStatus=3 75" in out
+
+
+def test_config_show_output_is_a_loadable_config_file(cfg_file, tmp_path, capsys):
+    from pipeline.config import load_config
+
+    assert main(["--config", str(cfg_file), "config", "show"]) == 0
+    shown = tmp_path / "shown.toml"
+    shown.write_text(capsys.readouterr().out)
+    a, b = load_config(cfg_file, env={}), load_config(shown, env={})
+    assert a.masked() | {"config_path": None} == b.masked() | {"config_path": None}
+
+
+def test_all_means_the_configured_aois_else_the_catalogue(tmp_path):
+    from pipeline.config import Config
+    from pipeline.errors import UsageError
+    from pipeline.runs.monitor import resolve_aois
+
+    assert resolve_aois(Config(output_root=tmp_path, aois=("b", "a")), all_aois=True) == ["b", "a"]
+    every = resolve_aois(Config(output_root=tmp_path), all_aois=True)
+    assert AOI in every and "khmeimim" in every and every == sorted(every)
+    assert resolve_aois(Config(output_root=tmp_path), ["x", "x", "y"]) == ["x", "y"]
+    with pytest.raises(UsageError):
+        resolve_aois(Config(output_root=tmp_path))
