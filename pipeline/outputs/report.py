@@ -379,7 +379,9 @@ def render_report(result, *, history: Mapping | None = None, outputs: Sequence[s
         parts.append(f'<section id="timeline"><h2>Timeline</h2>{img}{notes}</section>')
 
     parts.append(_table_section(rows))
-    parts.append(_cards_section(result, rows, hist, (tc_b, tc_a, tc_lims), (sw_b, sw_a, sw_lims)))
+    cards = _cards_section(result, rows, hist, (tc_b, tc_a, tc_lims), (sw_b, sw_a, sw_lims))
+    if cards:
+        parts.append(cards)
     parts.append(_run_section(result, outputs))
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
