@@ -5,7 +5,7 @@ data), numpy or dask; outputs are float32 with NaN where no data. numpy input ru
 numba kernels that stream the data in rows; dask input runs the same kernels per block.
 """
 
-from .irmad import IRMADResult, irmad, mad_variates, nochange_mask
+from .irmad import IRMADResult, irmad, irmad_transform, mad_variates, nochange_mask
 from .metrics import INDEX_BANDS, INDICES, cva, cva_direction, index, index_deltas, log_ratio, zscore_cva
 from .thresholds import THRESHOLDS, apply_threshold, threshold
 
@@ -20,6 +20,7 @@ __all__ = [
     "index",
     "index_deltas",
     "irmad",
+    "irmad_transform",
     "log_ratio",
     "mad_variates",
     "nochange_mask",

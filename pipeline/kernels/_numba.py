@@ -463,19 +463,24 @@ def gather(img, flat_idx, out):
 
 
 @njit(**FLAGS)
-def greater_mask(values, t, out):
-    """out = values > t (False for NaN), over a (H, W) float32 array."""
+def greater_mask(values, t, mask, use_mask, out):
+    """out = (values > t) & mask (False for NaN), over a (H, W) float32 array."""
     H, W = values.shape
     for i in prange(H):
         r = values[i]
         o = out[i]
-        for j in range(W):
-            o[j] = r[j] > t
+        if use_mask:
+            m = mask[i]
+            for j in range(W):
+                o[j] = (r[j] > t) & m[j]
+        else:
+            for j in range(W):
+                o[j] = r[j] > t
 
 
 @njit(**FLAGS)
-def finite_minmax(values):
-    """(min, max, count) of the finite values of a (H, W) float32 array."""
+def finite_minmax(values, mask, use_mask):
+    """(min, max, count) of the finite values (inside ``mask``) of a (H, W) float array."""
     H, W = values.shape
     mins = np.full(H, np.inf)
     maxs = np.full(H, -np.inf)
@@ -487,7 +492,10 @@ def finite_minmax(values):
         c = 0
         for j in range(W):
             v = r[j]
-            if v == v and abs(v) != np.inf:
+            ok = (v == v) & (abs(v) != np.inf)
+            if use_mask:
+                ok &= mask[i, j]
+            if ok:
                 lo = min(lo, v)
                 hi = max(hi, v)
                 c += 1
@@ -495,3 +503,43 @@ def finite_minmax(values):
         maxs[i] = hi
         cnts[i] = c
     return mins.min(), maxs.max(), cnts.sum()
+
+
+@njit(**FLAGS)
+def histogram(values, mask, use_mask, lo, denom, fn, edges, counts_out):
+    """Uniform-bin histogram of the finite values in [lo, lo + denom], bin for bin as ``np.histogram``.
+
+    The bin index is computed in the dtype of ``values`` as numpy does, ``int(((v - lo) / denom) * fn)``
+    (``lo``, ``denom``, ``fn`` = n bins given in that dtype), then corrected against ``edges`` (length
+    n + 1) like numpy's fast path.
+    """
+    H, W = values.shape
+    n = edges.shape[0] - 1
+    nchunk = min(H, 64)
+    partial = np.zeros((nchunk, n), np.int64)
+    hi = edges[n]
+    for c in prange(nchunk):
+        r0 = c * H // nchunk
+        r1 = (c + 1) * H // nchunk
+        part = partial[c]
+        for i in range(r0, r1):
+            r = values[i]
+            for j in range(W):
+                v = r[j]
+                ok = (v >= lo) & (v <= hi)
+                if use_mask:
+                    ok &= mask[i, j]
+                if ok:
+                    k = int(((v - lo) / denom) * fn)
+                    if k == n:
+                        k -= 1
+                    if v < edges[k]:
+                        k -= 1
+                    if k != n - 1 and v >= edges[k + 1]:
+                        k += 1
+                    part[k] += 1
+    for c in range(nchunk):
+        for k in range(n):
+            counts_out[k] += partial[c, k]
+
+

@@ -26,7 +26,7 @@ from ._checks import check_mask, check_out, check_pair, is_dask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IRMADResult", "irmad", "mad_variates", "nochange_mask"]
+__all__ = ["IRMADResult", "irmad", "irmad_transform", "mad_variates", "nochange_mask"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,6 +233,41 @@ def irmad(before, after, *, mask=None, max_iter: int = 30, tol: float = 1e-4, sa
     )
 
 
+def irmad_transform(before, after, result: IRMADResult, *, out=None) -> tuple:
+    """Apply the transform of ``result`` to a (possibly other) pair: one streaming pass.
+
+    Use it to process a large pair blockwise: :func:`irmad` on a sample (or a few windows), then
+    this function on every block.
+
+    Parameters
+    ----------
+    before, after : (B, H, W) uint16 or float32
+        Same bands (and the same DN offsets convention) as the pair ``result`` was computed on.
+    result : IRMADResult
+    out : (2, H, W) float32, optional
+        Preallocated ``(chi2, p_nochange)``.
+
+    Returns
+    -------
+    chi2, p_nochange : (H, W) float32
+        As in :class:`IRMADResult`; NaN where no data.
+    """
+    before, after = check_pair(before, after)
+    if before.shape[0] != result.n_bands:
+        raise UsageError(f"result was computed on {result.n_bands} bands, the images have {before.shape[0]}")
+    inv_sigma = 1.0 / result.sigma
+    if out is not None:
+        if is_dask(before) or is_dask(after):
+            raise UsageError("out= is only supported for numpy input")
+        out = check_out(out, (2,) + tuple(before.shape[1:]))
+        dec = _dispatch.decode_args(before.dtype, after.dtype, (0, 0))
+        _numba.irmad_transform(
+            before, after, *dec, result.mean_before, result.mean_after, result.a, result.b, inv_sigma, out[0], out[1]
+        )
+        return out[0], out[1]
+    return _dispatch.irmad_transform(before, after, result.mean_before, result.mean_after, result.a, result.b, inv_sigma)
+
+
 def _masked(img, mask):
     """A view of ``img`` with pixels outside ``mask`` set to no data (copies only for numpy input)."""
     fill = 0 if img.dtype == np.uint16 else np.nan
@@ -285,5 +320,5 @@ def nochange_mask(result: IRMADResult, *, p: float = 0.95):
     if is_dask(pn):
         return pn > p
     out = np.empty(pn.shape, bool)
-    _numba.greater_mask(pn, np.float32(p), out)
+    _numba.greater_mask(pn, np.float32(p), np.ones((1, 1), bool), False, out)
     return out

@@ -19,7 +19,54 @@ from ._checks import is_dask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["THRESHOLDS", "threshold", "otsu", "kittler_illingworth", "chi2_threshold", "apply_threshold"]
+__all__ = [
+    "THRESHOLDS",
+    "apply_threshold",
+    "chi2_threshold",
+    "kittler_illingworth",
+    "otsu",
+    "threshold",
+]
+
+
+def _histogram_np(values: np.ndarray, nbins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, bin centres) of finite 1-D values exactly as scikit-image builds them."""
+    counts, edges = np.histogram(values, bins=int(nbins))
+    return counts, (edges[:-1] + edges[1:]) / 2.0
+
+
+def otsu_from_histogram(counts: np.ndarray, centers: np.ndarray) -> float:
+    """Otsu threshold of a histogram (``skimage.filters.threshold_otsu(hist=...)``)."""
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(hist=(counts, centers)))
+
+
+def kittler_illingworth_from_histogram(counts: np.ndarray, centers: np.ndarray) -> float:
+    """Kittler-Illingworth minimum error threshold of a histogram (see :func:`kittler_illingworth`)."""
+    centers = centers.astype(np.float64)
+    h = counts.astype(np.float64)
+    c0 = np.cumsum(h)
+    c1 = np.cumsum(h * centers)
+    c2 = np.cumsum(h * centers**2)
+    n = c0[-1]
+    # class 1: bins [0, t], class 2: bins (t, nbins)
+    P1 = c0[:-1]
+    P2 = n - P1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m1 = c1[:-1] / P1
+        m2 = (c1[-1] - c1[:-1]) / P2
+        v1 = c2[:-1] / P1 - m1**2
+        v2 = (c2[-1] - c2[:-1]) / P2 - m2**2
+        p1, p2 = P1 / n, P2 / n
+        # J = 1 + 2 (p1 ln s1 + p2 ln s2) - 2 (p1 ln p1 + p2 ln p2), with 2 ln s = ln v
+        J = 1.0 + (p1 * np.log(v1) + p2 * np.log(v2)) - 2.0 * (p1 * np.log(p1) + p2 * np.log(p2))
+    # a class needs a positive variance to be a Gaussian
+    ok = (P1 > 0) & (P2 > 0) & (v1 > 0) & (v2 > 0) & np.isfinite(J)
+    if not ok.any():
+        return float(centers[np.argmax(P1 >= n / 2)])
+    t = int(np.flatnonzero(ok)[np.argmin(J[ok])])
+    return float(centers[t])
 
 
 def otsu(values: np.ndarray, *, nbins: int = 256) -> float:
@@ -32,11 +79,9 @@ def otsu(values: np.ndarray, *, nbins: int = 256) -> float:
     nbins : int
         Histogram bins.
     """
-    from skimage.filters import threshold_otsu
-
     if values.min() == values.max():
-        return float(values[0])
-    return float(threshold_otsu(values, nbins=int(nbins)))
+        return float(values.reshape(-1)[0])
+    return otsu_from_histogram(*_histogram_np(values, nbins))
 
 
 def kittler_illingworth(values: np.ndarray, *, nbins: int = 256) -> float:
@@ -57,29 +102,7 @@ def kittler_illingworth(values: np.ndarray, *, nbins: int = 256) -> float:
     lo, hi = float(values.min()), float(values.max())
     if lo == hi:
         return lo
-    counts, edges = np.histogram(values, bins=int(nbins), range=(lo, hi))
-    centers = 0.5 * (edges[:-1] + edges[1:])
-    h = counts.astype(np.float64)
-    c0 = np.cumsum(h)
-    c1 = np.cumsum(h * centers)
-    c2 = np.cumsum(h * centers**2)
-    n = c0[-1]
-    # class 1: bins [0, t], class 2: bins (t, nbins)
-    P1 = c0[:-1]
-    P2 = n - P1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m1 = c1[:-1] / P1
-        m2 = (c1[-1] - c1[:-1]) / P2
-        v1 = c2[:-1] / P1 - m1**2
-        v2 = (c2[-1] - c2[:-1]) / P2 - m2**2
-        p1, p2 = P1 / n, P2 / n
-        J = 1.0 + (p1 * np.log(v1) + p2 * np.log(v2)) - 2.0 * (p1 * np.log(p1) + p2 * np.log(p2))
-    # 2 ln s = ln v; a class needs a positive variance to be a Gaussian
-    ok = (P1 > 0) & (P2 > 0) & (v1 > 0) & (v2 > 0) & np.isfinite(J)
-    if not ok.any():
-        return float(centers[np.argmax(P1 >= n / 2)])
-    t = int(np.flatnonzero(ok)[np.argmin(J[ok])])
-    return float(centers[t])
+    return kittler_illingworth_from_histogram(*_histogram_np(values, nbins))
 
 
 def chi2_threshold(values: np.ndarray | None = None, *, dof: int | None = None, alpha: float = 0.01) -> float:
@@ -104,7 +127,7 @@ THRESHOLDS: dict[str, Callable[..., float]] = {
 }
 """Named threshold strategies: ``f(finite_values_1d, **kw) -> float``."""
 
-_NEEDS_VALUES = {"otsu", "kittler-illingworth"}
+_FROM_HISTOGRAM = {"otsu": otsu_from_histogram, "kittler-illingworth": kittler_illingworth_from_histogram}
 
 
 def _finite_values(values, mask, sample: int | None, seed: int) -> np.ndarray:
@@ -133,9 +156,28 @@ def _finite_values(values, mask, sample: int | None, seed: int) -> np.ndarray:
                 keep &= mask.reshape(-1)[idx]
             out = v[keep]
             if out.size >= max(1, int(sample) // 4):
-                return out.astype(np.float64, copy=False)
+                return out
     v = values[mask] if mask is not None else values.reshape(-1)
-    return v[np.isfinite(v)].astype(np.float64, copy=False)
+    return v[np.isfinite(v)]
+
+
+def _fast_histogram(values, mask, nbins: int):
+    """Histogram of a (H, W) float32 numpy array in one parallel pass, equal to ``np.histogram`` of
+    its finite values. Returns (counts, centers) or (None, constant) or (None, None) if empty."""
+    use = mask is not None
+    if use and (not isinstance(mask, np.ndarray) or mask.shape != values.shape or mask.dtype != bool):
+        raise UsageError(f"mask must be a bool array of the values' shape {values.shape}")
+    m = mask if use else np.ones((1, 1), bool)
+    lo, hi, n = _numba.finite_minmax(values, m, use)
+    if n == 0:
+        return None, None
+    lo, hi = np.float32(lo), np.float32(hi)
+    if lo == hi:
+        return None, float(lo)
+    edges = np.linspace(lo, hi, int(nbins) + 1, endpoint=True, dtype=np.float32)
+    counts = np.zeros(int(nbins), np.int64)
+    _numba.histogram(values, m, use, lo, np.float32(hi - lo), np.float32(nbins), edges, counts)
+    return counts, (edges[:-1] + edges[1:]) / 2.0
 
 
 def threshold(values, method="otsu", *, mask=None, sample: int | None = None, seed: int = 0, **kw) -> float:
@@ -176,6 +218,26 @@ def threshold(values, method="otsu", *, mask=None, sample: int | None = None, se
         fn, name = THRESHOLDS[method], method
     if name == "chi2" and fn is chi2_threshold:
         return chi2_threshold(None, **kw)
+    if (
+        name in _FROM_HISTOGRAM
+        and fn is THRESHOLDS[name]
+        and sample is None
+        and isinstance(values, np.ndarray)
+        and values.dtype == np.float32
+        and values.ndim == 2
+        and set(kw) <= {"nbins"}
+    ):
+        nbins = kw.get("nbins", 256)
+        if not (isinstance(nbins, (int, np.integer)) and nbins >= 2):
+            raise UsageError(f"nbins must be an integer >= 2, got {nbins!r}")
+        counts, centers = _fast_histogram(values, mask, nbins)
+        if counts is None:
+            if centers is None:
+                raise UsageError(f"threshold({name!r}): no finite values to threshold (all NaN, or the mask is empty)")
+            return centers
+        t = _FROM_HISTOGRAM[name](counts, centers)
+        log.debug("threshold %s over %d values: %g", name, int(counts.sum()), t)
+        return t
     v = _finite_values(values, mask, sample, seed)
     if v.size == 0:
         raise UsageError(f"threshold({name!r}): no finite values to threshold (all NaN, or the mask is empty)")
@@ -187,16 +249,36 @@ def threshold(values, method="otsu", *, mask=None, sample: int | None = None, se
     return t
 
 
-def apply_threshold(values, t: float, *, out=None):
-    """``values > t`` as a bool mask (False for NaN), in one parallel pass for (H, W) float32 numpy input."""
-    if is_dask(values):
-        return values > t
+def apply_threshold(values, t: float, *, mask=None, out=None):
+    """``(values > t) & mask`` as a bool array (False for NaN).
+
+    One parallel pass for (H, W) float32 numpy input (no temporaries); numpy/dask operators otherwise.
+
+    Parameters
+    ----------
+    values : (H, W) float32
+    t : float
+        Threshold (compared in float32 for float32 values).
+    mask : (H, W) bool, optional
+        Pixels allowed to be change (e.g. valid and inside the AOI).
+    out : (H, W) bool, optional
+    """
+    if is_dask(values) or is_dask(mask):
+        return (values > t) if mask is None else (values > t) & mask
     values = np.asarray(values)
-    if values.dtype != np.float32 or values.ndim != 2:
-        return np.greater(values, t, out=out)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != values.shape or mask.dtype != bool:
+            raise UsageError(f"mask must be a bool array of shape {values.shape}, got {mask.dtype} {mask.shape}")
     if out is None:
         out = np.empty(values.shape, bool)
-    elif out.shape != values.shape or out.dtype != bool:
+    elif not isinstance(out, np.ndarray) or out.shape != values.shape or out.dtype != bool:
         raise UsageError(f"out must be a bool array of shape {values.shape}")
-    _numba.greater_mask(values, np.float32(t), out)
+    if values.dtype != np.float32 or values.ndim != 2:
+        np.greater(values, t, out=out)
+        if mask is not None:
+            out &= mask
+        return out
+    m = mask if mask is not None else np.ones((1, 1), bool)
+    _numba.greater_mask(values, np.float32(t), m, mask is not None, out)
     return out

@@ -99,3 +99,31 @@ def test_apply_threshold_matches_numpy():
     got = apply_threshold(img, 2.0)
     np.testing.assert_array_equal(got, img > np.float32(2.0))
     assert not got[np.isnan(img)].any()
+
+
+@pytest.mark.parametrize("method", ["otsu", "kittler-illingworth"])
+def test_parallel_histogram_path_equals_plain_numpy_path(method):
+    """The one-pass kernel histogram on a (H, W) float32 array with planted NaN/inf gives exactly the
+    threshold of the plain path (np.histogram of the finite values; skimage for Otsu)."""
+    from skimage.filters import threshold_otsu
+
+    img = mixture(60_000, 0.0, 1.0, 30_000, 3.0, 0.7, seed=7)
+    img[3, :40] = np.inf
+    img[7, :20] = -np.inf
+    finite = img[np.isfinite(img)]
+    got = threshold(img, method)
+    slow = threshold(img.reshape(-1), method)  # 1-D input takes the plain numpy path
+    assert got == slow
+    if method == "otsu":
+        assert got == float(threshold_otsu(finite))
+    mask = np.zeros(img.shape, bool)
+    mask[::2] = True
+    assert threshold(img, method, mask=mask) == threshold(img.reshape(-1), method, mask=mask.reshape(-1))
+    assert threshold(img, method, nbins=64) == threshold(img.reshape(-1), method, nbins=64)
+
+
+def test_apply_threshold_with_mask():
+    img = mixture(5000, 0.0, 1.0, 5000, 4.0, 1.0, seed=8)
+    mask = np.zeros(img.shape, bool)
+    mask[:, ::3] = True
+    np.testing.assert_array_equal(apply_threshold(img, 1.5, mask=mask), (img > np.float32(1.5)) & mask)
