@@ -78,7 +78,7 @@ class Layout:
     @functools.cached_property
     def built(self) -> BaseGeometry:
         """Union of all man-made footprints (not water, not tracks)."""
-        skip = {"water_deep", "water_shallow", "water_harbour", "beach", "compacted"}
+        skip = {"water_deep", "water_shallow", "water_harbour", "water_coastal", "beach", "compacted"}
         gs = [g for g, m in self.shapes if m not in skip]
         return unary_union(gs) if gs else Polygon()
 
@@ -397,8 +397,9 @@ def _port(lay: Layout, rng, feats) -> None:
     lay.axis_angle = math.atan2(u[1], u[0])
 
     lay.add(sea, "water_deep")
-    lay.add(coast.buffer(90.0 * s + 40).intersection(sea), "water_shallow")
-    lay.add(coast.buffer(25.0).intersection(land), "beach")
+    lay.add(coast.buffer(120.0 * s + 60).intersection(sea), "water_coastal")
+    lay.add(coast.buffer(35.0).intersection(sea), "water_shallow")
+    lay.add(coast.buffer(12.0 + 10 * s).intersection(land), "beach")
 
     # harbour frame
     t0 = float(rng.uniform(-0.12, 0.12) * ext)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -185,6 +186,7 @@ def _smooth(x: np.ndarray) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
+_LOCK = threading.RLock()
 _CACHES: dict[int, tuple[dict, dict, OrderedDict]] = {}
 """Per seed: layouts, scripted events and base renderings (at most four grids, LRU)."""
 
@@ -248,6 +250,14 @@ class SimulatedSource:
         # caches shared by all instances with this seed (get_source() builds a new instance per call)
         self._layouts, self._events, self._bases = _CACHES.setdefault(self.seed, ({}, {}, OrderedDict()))
 
+    def __getstate__(self) -> dict:
+        # pickled for process/dask workers: send the settings, never the (large) caches
+        return {k: v for k, v in self.__dict__.items() if k not in ("_layouts", "_events", "_bases")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._layouts, self._events, self._bases = _CACHES.setdefault(self.seed, ({}, {}, OrderedDict()))
+
     def __repr__(self) -> str:
         return (f"SimulatedSource(seed={self.seed}, revisit_days={self.revisit_days}, start={self.start}, "
                 f"end={self.end}, cloud_rate={self.cloud_rate})")
@@ -257,15 +267,17 @@ class SimulatedSource:
 
     def _layout(self, aoi: AOI) -> Layout:
         key = (aoi.id, aoi.digest, aoi.geometry.wkb)
-        if key not in self._layouts:
-            self._layouts[key] = build_layout(aoi, self.seed)
-        return self._layouts[key]
+        with _LOCK:
+            if key not in self._layouts:
+                self._layouts[key] = build_layout(aoi, self.seed)
+            return self._layouts[key]
 
     def _scripted(self, aoi: AOI) -> list[ScriptedEvent]:
         key = (aoi.id, aoi.digest, aoi.geometry.wkb)
-        if key not in self._events:
-            self._events[key] = script_events(aoi.id, self._layout(aoi), self.seed)
-        return self._events[key]
+        with _LOCK:
+            if key not in self._events:
+                self._events[key] = script_events(aoi.id, self._layout(aoi), self.seed)
+            return self._events[key]
 
     def _dates(self, start: date, end: date) -> list[tuple[int, date]]:
         lo = max(start, self.start)
@@ -494,9 +506,17 @@ class SimulatedSource:
 
     def _base(self, aoi: AOI, grid: Grid) -> _Base:
         key = (aoi.id, aoi.digest, aoi.geometry.wkb, grid)
-        if key in self._bases:
-            self._bases.move_to_end(key)
-            return self._bases[key]
+        with _LOCK:
+            if key in self._bases:
+                self._bases.move_to_end(key)
+                return self._bases[key]
+            b = self._render_base(aoi, grid)
+            self._bases[key] = b
+            while len(self._bases) > 4:
+                self._bases.popitem(last=False)
+            return b
+
+    def _render_base(self, aoi: AOI, grid: Grid) -> _Base:
         lay = self._layout(aoi)
         b = _Base()
         b.grid, b.grid20 = grid, grid.scaled(2)
@@ -528,9 +548,6 @@ class SimulatedSource:
                     mod = 1.0 + 0.07 * tex_field(tex[1], sub, scale_m=6.0, offset=(17.0, 91.0))
                 per_res.append((cov, rcov, mod, bands))
             b.events.append((e, per_res))
-        self._bases[key] = b
-        while len(self._bases) > 4:
-            self._bases.popitem(last=False)
         log.debug("simulated base rendering of %s on %dx%d px cached", aoi.id, W, H)
         return b
 
@@ -550,18 +567,18 @@ class SimulatedSource:
         wad = tex_field(tex[0], grid, scale_m=22.0, angle=0.6, offset=offs[3])
         wmask = tex_field(tex[0], grid, scale_m=70.0, offset=offs[4])
         dwarp = tex_field(tex[0], grid, scale_m=12.0, offset=offs[5])
-        rock = _smooth(0.5 + 0.8 * (large - rock_bias) + 0.25 * mid)
+        rock = _smooth(0.5 + 1.5 * (large - rock_bias) + 0.6 * mid)  # gravel/rock plains, ragged edges
         wadi = np.exp(-((wad / 0.14) ** 2)) * np.clip((wmask - 0.4) * 1.5, 0.0, 1.0)
         t = grid.transform
         xs = t.c + (np.arange(grid.width) + 0.5) * t.a
         ys = t.f + (np.arange(grid.height) + 0.5) * t.e
         phase = (math.sin(dune_ang) * (ys - ys.mean()))[:, None] + (math.cos(dune_ang) * (xs - xs.mean()))[None, :]
         dunes = np.sin(2 * np.pi * phase / dune_lam + 2.2 * dwarp) * (1.0 - rock) * np.clip(large + 0.8, 0, 1)
-        bright = (1.0 + 0.07 * mid + 0.025 * fine + dune_amp * dunes).astype(np.float32)
+        bright = (1.0 + 0.06 * mid + 0.03 * fine * (0.6 + rock) + dune_amp * dunes).astype(np.float32)
         sand = spectrum("coastal_soil" if lay.coastal else "sand", bands)
         alt = spectrum("beach" if lay.coastal else "rock", bands)
         if lay.coastal:  # light calcareous patches on red Mediterranean soil
-            rock = _smooth(0.5 + 0.7 * (large - rock_bias + 0.5) + 0.2 * mid) * 0.6
+            rock = _smooth(0.5 + 1.6 * (0.5 * large + 0.8 * mid - rock_bias + 0.3)) * 0.45
         wadi_s = spectrum("wadi", bands)
         mix_rock = rock.astype(np.float32)
         mix_wadi = (0.7 * wadi).astype(np.float32)

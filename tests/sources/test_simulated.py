@@ -461,3 +461,14 @@ def test_render_kernel_matches_a_plain_numpy_oracle():
     noise = (out.astype(float) - 3000) / 10000
     assert abs(noise.mean()) < 2e-4 and 0.0036 < noise[0].std() < 0.0044
     assert abs(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]) < 0.05
+
+
+def test_pickles_small_and_renders_the_same(src, maaten, pair):
+    """Workers (processes, dask) get the settings, not the cached renderings."""
+    import pickle
+
+    blob = pickle.dumps(src)
+    assert len(blob) < 2000
+    clone = pickle.loads(blob)
+    st = clone.read(maaten, pair.acquisitions[:1])
+    assert st.data.tobytes() == pair.data[:1].tobytes()
