@@ -67,13 +67,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args) -> int:
-    from ..runs.monitor import resolve_aois, run_monitor
+    from ..runs.monitor import detect_params, resolve_aois, run_monitor
 
     if args.aois and args.all_aois:
         raise UsageError("give AOI ids or --all, not both")
     cfg = config_from_args(args)
     if cfg.scheduler and cfg.executor != "dask":
         raise UsageError("--scheduler needs --executor dask")
+    detect_params(cfg)  # a bad [thresholds] table is a configuration error (exit 2), not an AOI failure
     aois = resolve_aois(cfg, args.aois, all_aois=args.all_aois)
     since, until = cfg.period()
     log.info("run: %d AOI(s), %s..%s, source %s, executor %s, output %s", len(aois), since, until, cfg.source, cfg.executor, cfg.output_root)

@@ -14,8 +14,8 @@ new acquisitions
     all outputs untouched (byte-identical).
 one clear acquisition at a time
     Each new acquisition, oldest first, is compared with the reference (``detect_stacks`` with
-    ``min_persistence=1``); a cloudy one is recorded as ``skipped`` with the reason and changes
-    nothing else. The objects found go through :func:`pipeline.objects.track.update_lifecycle`:
+    ``min_persistence=1``); a cloudy, corrupt or late-arriving one (dated before an acquisition
+    already processed) is recorded as ``skipped`` with the reason and changes nothing else. The objects found go through :func:`pipeline.objects.track.update_lifecycle`:
     a change seen once is a ``candidate``; seen again at the next clear acquisition it is
     ``confirmed`` (``confirm_after``, default 2), then ``persisting``; a candidate not seen again
     is dropped (a one-date change is never reported); a confirmed change no longer seen is
@@ -57,7 +57,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import Config
-from ..errors import LockHeldError, NoDataError, PipelineError, UsageError
+from ..errors import ConfigError, DataError, LockHeldError, NoDataError, PipelineError, UsageError
 from .lock import AOILock
 from .logs import progress
 from .state import SCHEMA_VERSION, State
@@ -188,13 +188,20 @@ def alert_summary(aoi, run_id: str, objects, *, report: str | None = None) -> di
     return {"aoi": aoi.id, "aoi_name": aoi.name, "run_id": run_id, "report": report, "changes": rows}
 
 
-def _params(cfg: Config):
+def detect_params(cfg: Config):
+    """The DetectParams of monitoring: ``[thresholds]`` with ``min_persistence=1`` (persistence is
+    judged across acquisitions by the lifecycle). ConfigError for unknown keys or bad values."""
     from ..detect import DetectParams
 
+    valid = ", ".join(k for k in DetectParams.__dataclass_fields__ if k not in ("mask", "objects"))
+    unknown = sorted(set(cfg.thresholds) - set(DetectParams.__dataclass_fields__))
+    where = f"{cfg.config_path}: " if cfg.config_path else ""
+    if unknown:
+        raise ConfigError(f"{where}[thresholds]: unknown key(s) {', '.join(unknown)}; valid keys: {valid}")
     try:
         params = DetectParams(**cfg.thresholds)
-    except TypeError as exc:
-        raise UsageError(f"[thresholds] in the configuration: {exc}; see DetectParams for valid keys") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}[thresholds]: {exc}") from exc
     # persistence is judged across acquisitions by the lifecycle, not inside one detection
     return replace(params, min_persistence=1, max_cloud=cfg.max_cloud if cfg.max_cloud is not None else params.max_cloud)
 
@@ -253,7 +260,7 @@ class _Tracker:
     def __init__(self, aoi, cfg: Config, state: State, source, run_id: str):
         self.aoi, self.cfg, self.state, self.source, self.run_id = aoi, cfg, state, source, run_id
         self.root = cfg.output_root / aoi.id
-        self.params = _params(cfg)
+        self.params = detect_params(cfg)
         self.grid = aoi.grid()
         self._ref_stack = None
 
@@ -366,10 +373,16 @@ def _monitor_locked(aoi, cfg: Config, state: State, source, run_id: str) -> AOIO
     last_result, last_acq = None, None
     n_used = n_skipped = 0
     with progress(log, f"{aoi.id} acquisitions", len(new), aoi=aoi.id) as bar:
+        latest = state.last_used(aoi.id)
         for acq in new:
             try:
+                if latest is not None and acq.date.isoformat() < latest["date"]:
+                    raise NoDataError(
+                        f"arrived after the later acquisition {latest['acq_id']} was processed; "
+                        "out-of-order acquisitions are not tracked"
+                    )
                 result = tracker.detect_one(ref, acq)
-            except NoDataError as exc:
+            except (NoDataError, DataError) as exc:
                 if "before window" in str(exc) or "reference" in str(exc):
                     raise
                 with state.transaction():
@@ -400,6 +413,7 @@ def _monitor_locked(aoi, cfg: Config, state: State, source, run_id: str) -> AOIO
                 _kill_point("in-transaction")
             n_used += 1
             last_result, last_acq = result, acq
+            latest = {"acq_id": acq.id, "date": acq.date.isoformat()}
             bar.advance(f"{acq.date} {len(result.objects)} objects", stage="acquisition")
             _kill_point("acquisition")
 

@@ -214,3 +214,19 @@ def test_all_means_the_configured_aois_else_the_catalogue(tmp_path):
     assert resolve_aois(Config(output_root=tmp_path), ["x", "x", "y"]) == ["x", "y"]
     with pytest.raises(UsageError):
         resolve_aois(Config(output_root=tmp_path))
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [("min_cva = 0.05\nthreshhold = 'otsu'\n", r"\[thresholds\]: unknown key\(s\) threshhold; valid keys: bands, "),
+     ("threshold = 'median'\n", r"\[thresholds\]: threshold 'median': use one of .*otsu")],
+)
+def test_bad_thresholds_are_a_config_error(tmp_path, capsys, table, message):
+    import re
+
+    p = tmp_path / "t.toml"
+    p.write_text("[thresholds]\n" + table)
+    assert main(["--config", str(p), "run", AOI, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and str(p) in err
+    assert not (tmp_path / "o").exists()
