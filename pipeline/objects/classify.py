@@ -11,7 +11,9 @@ hold wins:
 1. ``runway_repair``: on a runway or taxiway (mostly inside its polygon, or touching it,
    elongated and aligned with its axis), with a clear brightness change: darkening is fresh
    asphalt, brightening new concrete.
-2. ``water``: MNDWI change dominant, with water present before or after.
+2. ``water``: MNDWI change dominant, with water present before or after. Water replaced by
+   land is classed by what replaced it: a built-up, compact surface is a ``new_structure``
+   (quay, pier), anything else ``earthworks`` (land reclamation).
 3. ``vegetation``: NDVI change dominant.
 4. ``new_structure``: brightening, compact and roughly rectangular, with a built-up signature
    (SWIR falling relative to the visible bands, DBI up or BSI down: sand has the opposite
@@ -349,6 +351,28 @@ def classify_rules(
             has_water = max(v for v in (before_w, after_w) if v is not None) > 0.0
         else:
             has_water = absW >= 2 * t.mndwi_min or ctx.water_fraction >= t.inside_min
+        after_sv = der.get("after_swir_vis")
+        filled = dW < 0 and before_w is not None and after_w is not None and before_w > 0.0 >= after_w
+        if has_water and filled and after_sv is not None:
+            # water became land: what replaced it decides (ports: quays built, land reclaimed)
+            shape_ok = (
+                _get(props, "rectangularity") or 0.0
+            ) >= t.structure_rectangularity_min and (_get(props, "solidity") or 0.0) >= t.structure_solidity_min
+            conf = 0.45 + 0.3 * _ramp(absW, t.mndwi_min, 3 * t.mndwi_min)
+            if after_sv <= t.builtup_swir_vis_max and shape_ok:
+                return done(
+                    "new_structure",
+                    "on_water",
+                    conf + 0.15,
+                    f"water replaced by a built-up surface (MNDWI fell by {absW:.2f}, SWIR/visible after "
+                    f"{after_sv:.2f}): a quay, pier or jetty",
+                )
+            return done(
+                "earthworks",
+                "reclamation",
+                conf + 0.1 * (dS is not None and dS >= t.bsi_min),
+                f"water replaced by bare fill (MNDWI fell by {absW:.2f}, SWIR/visible after {after_sv:.2f}): land reclamation",
+            )
         if has_water:
             conf = 0.5 + 0.4 * _ramp(absW, t.mndwi_min, 3 * t.mndwi_min) + 0.1 * (ctx.water_fraction >= t.inside_min)
             variant = "appeared" if dW > 0 else "receded"

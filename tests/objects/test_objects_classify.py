@@ -179,3 +179,21 @@ def test_runway_surface_agreement_raises_confidence():
     assert a[0] == c[0] == "runway_repair"
     assert a[1] > c[1]
     assert a[2]["context"]["surface"] == "asphalt"
+
+
+SEA = {"B02": 0.06, "B03": 0.05, "B04": 0.03, "B08": 0.02, "B11": 0.01, "B12": 0.01}
+CONCRETE = {"B02": 0.28, "B03": 0.30, "B04": 0.31, "B08": 0.33, "B11": 0.34, "B12": 0.30}
+FILL = {"B02": 0.17, "B03": 0.23, "B04": 0.29, "B08": 0.33, "B11": 0.45, "B12": 0.42}
+
+
+def test_water_replaced_by_land_is_quay_or_reclamation():
+    """Sea before; after a rectangular concrete surface (a new quay) or bare fill (land
+    reclamation): classified by what replaced the water, not as water."""
+    quay = classify_region(props(SEA, CONCRETE, mndwi=-0.8, brightness=0.25, ndvi=0.4, dbi=-1.2))
+    assert quay[0] == "new_structure" and quay[2]["rule"] == "new_structure.on_water"
+    fill = classify_region(props(SEA, FILL, mndwi=-0.9, brightness=0.2, ndvi=0.5, bsi=0.35, rectangularity=0.7, solidity=0.9))
+    assert fill[0] == "earthworks" and fill[2]["rule"] == "earthworks.reclamation"
+    # a ragged concrete-looking patch is fill too, and flooding stays water
+    ragged = classify_region(props(SEA, CONCRETE, mndwi=-0.8, brightness=0.25, rectangularity=0.4, solidity=0.6))
+    assert ragged[0] == "earthworks"
+    assert classify_region(props(FILL, SEA, mndwi=0.9, brightness=-0.2))[2]["rule"] == "water.appeared"
