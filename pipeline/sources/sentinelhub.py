@@ -197,6 +197,8 @@ class SentinelHubSource:
     max_cloud : float, optional
         Default scene cloud cover limit, percent.
     retry : RetryPolicy
+        Mapped onto the client's ``max_download_attempts`` / ``download_sleep_time`` (the client
+        multiplies the sleep by 3 each time) / ``max_retries`` (429).
     max_px : int
         Tile size limit of one request, pixels a side (2,500 = the service's limit).
     max_threads : int
@@ -423,9 +425,9 @@ class SentinelHubSource:
         """Processing Units a ``read`` of these acquisitions costs without any cache: one request
         per acquisition and tile, input bands = ``bands`` + SCL (dataMask is free)."""
         grid = grid or aoi.grid()
-        n_req = len(acquisitions) * len(_tiles(grid, self.max_px))
-        per_tile = [estimate_request_pu(w, h, len(tuple(bands)) + 1) for (_, _, h, w) in _tiles(grid, self.max_px)]
-        return float(len(acquisitions) * sum(per_tile)) if n_req else 0.0
+        n_in = len(tuple(bands)) + 1
+        per_acquisition = sum(estimate_request_pu(w, h, n_in) for (_, _, h, w) in _tiles(grid, self.max_px))
+        return float(len(acquisitions) * per_acquisition)
 
     # --------------------------------------------------------------------------------------------
     # read

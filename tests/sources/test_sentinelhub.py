@@ -357,3 +357,27 @@ def test_rejected_request_and_missing_outputs(sh_server, tmp_path, tartus):
     assert src.cache.entries() == []
     sh_server.drop_outputs = set()
     assert src.read(tartus, acqs).valid.all()
+
+
+def test_tiles_cover_the_grid_exactly_once():
+    from affine import Affine
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pipeline.grid import Grid
+    from pipeline.sources.sentinelhub import _tiles
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(1, 6000), st.integers(1, 6000), st.integers(100, 2500))
+    def check(h, w, max_px):
+        g = Grid(32636, Affine(10, 0, 500000, 0, -10, 4000000), w, h)
+        tiles = _tiles(g, max_px)
+        assert all(1 <= th <= max_px and 1 <= tw <= max_px for _, _, th, tw in tiles)
+        rows, cols = sorted({(r, th) for r, _, th, _ in tiles}), sorted({(c, tw) for _, c, _, tw in tiles})
+        for spans, n in ((rows, h), (cols, w)):  # contiguous partitions of [0, n)
+            assert spans[0][0] == 0 and all(a + la == b for (a, la), (b, _) in zip(spans, spans[1:]))
+            assert spans[-1][0] + spans[-1][1] == n
+        assert sorted(tiles) == sorted((r, c, th, tw) for r, th in rows for c, tw in cols)  # every pair once
+        assert len(tiles) == math.ceil(h / max_px) * math.ceil(w / max_px)
+
+    check()
