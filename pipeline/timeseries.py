@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "INDEX_FORMULAS",
     "MASKS",
+    "STATS",
     "FeatureSeries",
     "RunwayProfile",
     "Step",
@@ -353,6 +354,34 @@ def _nanmedian(x: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmedian(x, axis=axis)
 
 
+def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
+STATS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"median": _nanmedian, "mean": _nanmean}
+"""How the clear pixels of a bin or feature are summarised per date. ``median`` ignores anything
+covering less than half of the pixels (a robust level, for runways and whole features);
+``mean`` moves with every part that changes (for an object that fills up piece by piece, e.g.
+a row of buildings built one at a time)."""
+
+
+def _stat(stat) -> Callable[[np.ndarray, int], np.ndarray]:
+    if callable(stat):
+        # dates without a clear pixel reach the callable as all-NaN slices; their result is discarded
+        def quiet(x, axis, _f=stat):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "All-NaN (slice|axis) encountered", RuntimeWarning)
+                warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+                return _f(x, axis=axis)
+
+        return quiet
+    if stat not in STATS:
+        raise ValueError(f"unknown stat {stat!r}; use one of {', '.join(STATS)} or a callable f(values, axis)")
+    return STATS[stat]
+
+
 # --------------------------------------------------------------------------------------------
 # value objects
 
@@ -372,7 +401,7 @@ class RunwayProfile:
     bands : tuple of str
         Band names of the last axis of ``reflectance``.
     reflectance : (T, L, B) float32
-        Median clear reflectance (0-1) per date and bin; NaN where the bin is not clear.
+        Clear reflectance (0-1) per date and bin (median by default, see ``stat``); NaN where the bin is not clear.
     indices : dict of str to (T, L) float32
         Indices of the median reflectance (:data:`INDEX_FORMULAS`); NaN where not clear.
     clear : (T, L) bool
@@ -450,7 +479,7 @@ class FeatureSeries:
         Length T.
     bands : tuple of str
     reflectance : (T, B) float32
-        Median clear reflectance (0-1); NaN on dates with fewer than ``min_clear`` clear pixels.
+        Clear reflectance (0-1), median by default (see ``stat``); NaN on dates with fewer than ``min_clear`` clear pixels.
     indices : dict of str to (T,) float32
         Indices of the median reflectance (:data:`INDEX_FORMULAS`).
     clear_fraction : (T,) float32
@@ -535,6 +564,7 @@ def runway_profile(
     indices: Sequence[str] | None = None,
     mask="scl",
     min_clear: float = 0.5,
+    stat="median",
 ) -> RunwayProfile:
     """Median reflectance along a runway per date and distance bin.
 
@@ -560,6 +590,9 @@ def runway_profile(
         bool`` or the array itself (e.g. ``MaskResult.clear``).
     min_clear : float
         Fraction (0-1) of a bin's pixels that must be clear for the bin to count on that date.
+    stat : str or callable
+        Summary of a bin's clear pixels per date: a name in :data:`STATS` (default ``"median"``)
+        or ``f(values, axis)`` ignoring NaN.
 
     Returns
     -------
@@ -590,6 +623,7 @@ def runway_profile(
     if not 0.0 <= min_clear <= 1.0:
         raise UsageError(f"min_clear must be a fraction in [0, 1], got {min_clear}")
     bands = tuple(bands or stack.bands)
+    summarise = _stat(stat)
     window, rows, cols, x, y = _pixels(stack, poly, name)
     dist = (x - start[0]) * direction[0] + (y - start[1]) * direction[1]
     edges = np.linspace(0.0, length, bins + 1)
@@ -608,7 +642,7 @@ def runway_profile(
         if not sel.any():
             continue
         frac[:, l] = clear_px[:, sel].mean(axis=1)
-        refl[:, l, :] = _nanmedian(values[:, :, sel], axis=2)
+        refl[:, l, :] = summarise(values[:, :, sel], 2)
     clear = (frac >= min_clear) & (npx > 0)[None, :]
     if min_clear == 0.0:
         clear &= frac > 0
@@ -640,6 +674,7 @@ def feature_series(
     indices: Sequence[str] | None = None,
     mask="scl",
     min_clear: float = 0.5,
+    stat="median",
 ) -> FeatureSeries:
     """Median clear reflectance over one feature (or polygon) per date.
 
@@ -649,7 +684,7 @@ def feature_series(
     aoi : AOI
     feature : str or shapely geometry
         Feature name or designator, or a polygon in the grid CRS (e.g. ``ChangeObject.geometry``).
-    bands, indices, mask, min_clear
+    bands, indices, mask, min_clear, stat
         As for :func:`runway_profile`.
 
     Returns
@@ -666,13 +701,14 @@ def feature_series(
     if not 0.0 <= min_clear <= 1.0:
         raise UsageError(f"min_clear must be a fraction in [0, 1], got {min_clear}")
     bands = tuple(bands or stack.bands)
+    summarise = _stat(stat)
     window, rows, cols, _, _ = _pixels(stack, poly, name)
     clear_px = _clear_window(stack, window, mask)[:, rows, cols]
     values = _dn_values(stack, window, rows, cols, bands)
     values[np.broadcast_to(~clear_px[:, None, :], values.shape)] = np.nan
     frac = clear_px.mean(axis=1).astype(np.float32)
     clear = (frac >= min_clear) & (frac > 0)
-    refl = _nanmedian(values, axis=2).astype(np.float32)
+    refl = np.asarray(summarise(values, 2), dtype=np.float32)
     refl[~clear] = np.nan
     return FeatureSeries(
         feature=name,

@@ -382,3 +382,20 @@ def test_stretch_rectangle_round_trips_with_along():
     np.testing.assert_allclose(fs.band("B02")[REPAIR_T + 1 :], 0.05, atol=0.003)
     with pytest.raises(UsageError, match="empty"):
         prof.stretch(1200, 1500)
+
+
+def test_stat_mean_moves_with_part_of_a_feature():
+    """A polygon one third concrete, two thirds repaired: the median reads asphalt, the mean the mix."""
+    stack, aoi, *_ = planted()
+    part = box(X0 - 20, Y0 - 500 + 200, X0 + 20, Y0 - 500 + 500)
+    med = feature_series(stack, aoi, part)
+    mean = feature_series(stack, aoi, part, stat="mean")
+    np.testing.assert_allclose(med.band("B04")[REPAIR_T + 1 :], 0.05, atol=0.003)
+    np.testing.assert_allclose(mean.band("B04")[REPAIR_T + 1 :], 0.15 / 3 + 0.05 * 2 / 3, atol=0.003)
+    np.testing.assert_allclose(mean.band("B04")[:REPAIR_T], 0.15, atol=0.003)
+    mx = feature_series(stack, aoi, part, stat=lambda v, axis: np.nanmax(v, axis=axis))
+    assert np.nanmin(mx.band("B04")[:REPAIR_T]) > 0.15
+    prof = runway_profile(stack, aoi, "01/19", bins=10, stat="mean")
+    np.testing.assert_allclose(prof.band("B04")[REPAIR_T + 1 :, 3:6], 0.05, atol=0.003)
+    with pytest.raises(ValueError, match="unknown stat 'mode'; use one of median, mean"):
+        feature_series(stack, aoi, part, stat="mode")
