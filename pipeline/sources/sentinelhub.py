@@ -13,9 +13,11 @@
   bearer token in ``request.json``), so a rerun costs nothing.
 * Retries follow :mod:`._retry` (429 honours ``Retry-After`` in ms; 5xx with bounded backoff).
 
-Configuration precedence: an ``SHConfig`` passed as ``config`` is used as is; otherwise the
-profile ``config`` (or ``SH_PROFILE``, or the default profile) of the standard sentinelhub
-``config.toml`` if that file exists, with ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` overriding. The
+Configuration precedence: keyword options (``client_id``, ``client_secret``, ``base_url``,
+``token_url``, e.g. from ``[sources.sentinelhub]`` of the s2watch config file) over an ``SHConfig``
+passed as ``config`` (used as is) or, without one, ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` over
+the profile ``config`` (or ``SH_PROFILE``, or the default profile) of the standard sentinelhub
+``config.toml`` if that file exists, over the defaults. The
 file is never written (``SHConfig.load`` would create it). ``cdse`` replaces the default Sentinel
 Hub endpoints with the Copernicus Data Space ones unless the profile sets others. Secrets never
 appear in logs, reprs or error messages.
@@ -205,6 +207,11 @@ class SentinelHubSource:
         Parallel Process requests.
     page_size : int
         Catalog page size (100 = service maximum).
+    client_id, client_secret, base_url, token_url : str, optional
+        Override the loaded configuration (so do ``sh_*`` keyword options named like SHConfig
+        fields). Precedence: these > ``SH_CLIENT_ID``/``SH_CLIENT_SECRET`` > profile > defaults.
+    profile : str, optional
+        Same as a string ``config``.
     **options
         Other CLI options are accepted and ignored.
     """
@@ -223,6 +230,11 @@ class SentinelHubSource:
         max_threads: int = 2,
         page_size: int = 100,
         name: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        base_url: str | None = None,
+        token_url: str | None = None,
+        profile: str | None = None,
         **options: Any,
     ):
         if service not in SERVICES:
@@ -233,7 +245,13 @@ class SentinelHubSource:
             raise UsageError(f"max_pu must be >= 0, got {max_pu}")
         self.service = service
         self.name = name or service
-        self.config = _load_config(service, config)
+        self.config = _load_config(service, config if config is not None else profile)
+        # explicit options (e.g. [sources.sentinelhub] of the s2watch config file) beat env and file
+        explicit = {"sh_client_id": client_id, "sh_client_secret": client_secret, "sh_base_url": base_url, "sh_token_url": token_url}
+        explicit.update({k: v for k, v in options.items() if k.startswith("sh_") and hasattr(self.config, k)})
+        for key, value in explicit.items():
+            if value not in (None, ""):
+                setattr(self.config, key, value)
         retry.apply_to_shconfig(self.config)
         self.retry = retry
         if cache_dir is False:

@@ -381,3 +381,17 @@ def test_tiles_cover_the_grid_exactly_once():
         assert len(tiles) == math.ceil(h / max_px) * math.ceil(w / max_px)
 
     check()
+
+
+def test_keyword_credentials_from_the_s2watch_config(sh_server, sh_env, tartus, monkeypatch):
+    """``[sources.sentinelhub]`` options (client_id, client_secret, base_url, token_url) reach the
+    client and beat the environment; the secret stays out of reprs."""
+    monkeypatch.setenv("SH_CLIENT_ID", "env-id")
+    monkeypatch.setenv("SH_CLIENT_SECRET", "env-secret")
+    src = get_source(
+        "sentinelhub", client_id="fake-id", client_secret="fake-secret", base_url=sh_server.url,
+        token_url=sh_server.url + TOKEN_PATH, cache_dir=sh_env / "c", retry=FAST,
+    )  # fmt: skip
+    assert len(src.search(tartus, START, END)) == 2
+    assert "fake-secret" not in repr(src) and "fake-secret" not in repr(src.config)
+    assert not (sh_env / "xdg").exists()
