@@ -354,7 +354,7 @@ class SimulatedSource:
             alpha = _smooth((tex_field(tex[3], grid, **kw) - thr) / p.soft)
             cast = _smooth((tex_field(tex[3], grid, shift_m=p.shadow_shift, **kw) - thr) / p.soft)
             shadow = cast * (1.0 - alpha)
-            marked = tex_field(tex[5], grid, scale_m=40.0, offset=p.shadow_mark_off) > -0.85  # ~80 % marked
+            marked = tex_field(tex[5], grid, scale_m=8.0, offset=p.shadow_mark_off) > -0.85  # ~80 % marked, in patches
         if p.cirrus > 0:
             thr = float(np.interp(1.0 - p.cirrus, np.linspace(0, 1, 1001), texture_quantiles(self.seed, 4)))
             f = tex_field(tex[4], grid, scale_m=p.cirrus_scale, angle=p.cirrus_angle, aniso=3.5, offset=p.cirrus_off)
