@@ -109,6 +109,10 @@ class ClassifyThresholds:
     builtup_swir_vis_max : float
         Largest B11 / mean(B02, B03, B04) ratio that looks built-up (concrete, metal, asphalt are
         near 1; bright desert sand is about 1.5-2). 1.35.
+    water_nir_max : float
+        Largest B08 reflectance (0-1) of open water; with MNDWI > 0 a surface looks like water. 0.15.
+    vegetated_ndvi_min : float
+        Smallest NDVI of the vegetated side (after for growth, before for loss). 0.25.
     """
 
     brightness_min: float = 0.03
@@ -126,6 +130,8 @@ class ClassifyThresholds:
     structure_solidity_min: float = 0.8
     bare_ndvi_max: float = 0.2
     builtup_swir_vis_max: float = 1.35
+    water_nir_max: float = 0.15
+    vegetated_ndvi_min: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,7 @@ def _get(props: Mapping[str, Any], key: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _derived(props: Mapping[str, Any]) -> dict[str, float | None]:
+def _derived(props: Mapping[str, Any], water_nir_max: float = 0.15) -> dict[str, float | bool | None]:
     """Band-derived measurements: SWIR/visible ratio before/after, NDVI before, B11 change."""
     out: dict[str, float | None] = {}
     for w in ("before", "after"):
@@ -200,6 +206,8 @@ def _derived(props: Mapping[str, Any]) -> dict[str, float | None]:
         green = vis[1]
         if green is not None and swir is not None and (green + swir) > 1e-6:
             out[f"{w}_mndwi"] = (green - swir) / (green + swir)
+            # open water: MNDWI > 0 and a dark NIR (water absorbs it; roofs and sand do not)
+            out[f"{w}_water"] = out[f"{w}_mndwi"] > 0.0 and (nir is None or nir <= water_nir_max)
         out[f"{w}_B11"] = swir
     if out.get("before_swir_vis") is not None and out.get("after_swir_vis") is not None:
         out["d_swir_vis"] = out["after_swir_vis"] - out["before_swir_vis"]
@@ -273,7 +281,7 @@ def classify_rules(
     """
     t = thresholds or ClassifyThresholds()
     ctx = context or RegionContext()
-    der = _derived(props)
+    der = _derived(props, t.water_nir_max)
     dB = _get(props, "d_brightness")
     dN = _get(props, "d_ndvi")
     dW = _get(props, "d_mndwi")
@@ -287,7 +295,7 @@ def classify_rules(
     orient = _get(props, "orientation_deg")
 
     meas: dict[str, Any] = {k: _r(_get(props, k)) for k in _MEASURE_KEYS if _get(props, k) is not None}
-    for k in ("before_swir_vis", "after_swir_vis", "d_swir_vis", "d_swir", "before_ndvi", "before_mndwi", "after_mndwi"):
+    for k in ("before_swir_vis", "after_swir_vis", "d_swir_vis", "d_swir", "before_ndvi", "after_ndvi", "before_mndwi", "after_mndwi"):
         if der.get(k) is not None:
             meas[k] = _r(der[k])
     angle = None
@@ -347,12 +355,17 @@ def classify_rules(
     # 2. water ---------------------------------------------------------------------------------
     if dW is not None and absW >= t.mndwi_min and absW >= absN:
         before_w, after_w = der.get("before_mndwi"), der.get("after_mndwi")
-        if before_w is not None or after_w is not None:
-            has_water = max(v for v in (before_w, after_w) if v is not None) > 0.0
+        wet_before, wet_after = der.get("before_water"), der.get("after_water")
+        if wet_before is not None or wet_after is not None:
+            # the side that gained MNDWI must look like water: MNDWI > 0 and dark in the NIR
+            # (a bright new roof also raises MNDWI, but it is bright in the NIR)
+            has_water = bool(wet_after) if dW > 0 else bool(wet_before)
         else:
             has_water = absW >= 2 * t.mndwi_min or ctx.water_fraction >= t.inside_min
+        if dW > 0 and dB is not None and dB >= t.brightness_min:
+            has_water = False  # water appearing darkens the surface
         after_sv = der.get("after_swir_vis")
-        filled = dW < 0 and before_w is not None and after_w is not None and before_w > 0.0 >= after_w
+        filled = dW < 0 and bool(wet_before) and wet_after is not None and not wet_after
         if has_water and filled and after_sv is not None:
             # water became land: what replaced it decides (ports: quays built, land reclaimed)
             shape_ok = (
@@ -379,7 +392,11 @@ def classify_rules(
             return done("water", variant, conf, f"MNDWI {'rose' if dW > 0 else 'fell'} by {absW:.2f}, more than NDVI changed")
 
     # 3. vegetation ----------------------------------------------------------------------------
-    if dN is not None and absN >= t.ndvi_min and absN >= absS:
+    # the vegetated side (after for growth, before for loss) must look vegetated when bands
+    # tell: bare sand has an NDVI of 0.1-0.15 that a new roof or tarmac takes to 0
+    green_side = der.get("after_ndvi" if (dN or 0.0) > 0 else "before_ndvi")
+    vegetated = green_side is None or green_side >= t.vegetated_ndvi_min
+    if dN is not None and absN >= t.ndvi_min and absN >= absS and vegetated:
         conf = 0.5 + 0.4 * _ramp(absN, t.ndvi_min, 3 * t.ndvi_min) + 0.1 * (absN >= 2 * absS)
         variant = "growth" if dN > 0 else "loss"
         return done("vegetation", variant, conf, f"NDVI {'rose' if dN > 0 else 'fell'} by {absN:.2f}, the dominant index change")

@@ -197,3 +197,13 @@ def test_water_replaced_by_land_is_quay_or_reclamation():
     ragged = classify_region(props(SEA, CONCRETE, mndwi=-0.8, brightness=0.25, rectangularity=0.4, solidity=0.6))
     assert ragged[0] == "earthworks"
     assert classify_region(props(FILL, SEA, mndwi=0.9, brightness=-0.2))[2]["rule"] == "water.appeared"
+
+
+def test_bright_roof_is_neither_water_nor_vegetation_loss():
+    """Sand -> bright roof also raises MNDWI (+0.33) and lowers NDVI (-0.13), as measured on the
+    simulated archive; neither makes it water (the roof is bright in the NIR) nor vegetation
+    loss (sand was never vegetated)."""
+    cls, _, ev = classify_region(props(SAND, ROOF, brightness=0.18, mndwi=0.33, ndvi=-0.13, bsi=-0.13, dbi=0.55))
+    assert cls == "new_structure", ev
+    field = {**SAND, "B04": 0.06, "B08": 0.40}
+    assert classify_region(props(field, SAND, ndvi=-0.5, brightness=0.15))[2]["rule"] == "vegetation.loss"

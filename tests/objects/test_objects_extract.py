@@ -84,9 +84,10 @@ def test_perpendicular_strip_beside_runway_is_not_runway_repair(scene, site, gri
 
 def test_bright_rectangle_on_sand_is_new_structure(scene, site, grid):
     """Planted: a 120 x 80 m rectangle 1 km north-east of the runway, sand before, a bright
-    roof after (+0.1 brightness, DBI up, BSI down, SWIR/visible ratio falling from 1.9 to 1.0)."""
+    roof after (+0.1 brightness, DBI up, BSI down, SWIR/visible ratio falling from 1.9 to 1.0,
+    NDVI falling by 0.13 and MNDWI rising by 0.33 as the sand's faint red edge and high SWIR go)."""
     rect = burn(box(CX + 700, CY + 900, CX + 820, CY + 980), grid)
-    scene.plant(rect, brightness=0.10, dbi=0.08, bsi=-0.06, ndbi=0.03, ndvi=-0.01, before=Scene.SAND, after=Scene.ROOF)
+    scene.plant(rect, brightness=0.10, dbi=0.5, bsi=-0.12, ndbi=0.03, ndvi=-0.13, mndwi=0.33, before=Scene.SAND, after=Scene.ROOF)
     objects, class_map = scene.extract(site)
     obj = _only(objects, "new_structure")
     assert obj.feature is None
@@ -125,12 +126,13 @@ def test_irregular_soil_patch_is_earthworks(scene, site, grid):
 
 
 def test_ndvi_blob_is_vegetation(scene, site, grid):
-    """Planted: an elliptic blob 200 x 140 m where NDVI rises by 0.3 (irrigated field)."""
+    """Planted: an elliptic blob 200 x 140 m where NDVI rises by 0.5 (sand to an irrigated field)."""
     r0, c0 = rc_of(grid, CX - 900, CY + 900)
     rr, cc = ellipse(r0, c0, 10, 7, shape=grid.shape)
     blob = np.zeros(grid.shape, bool)
     blob[rr, cc] = True
-    scene.plant(blob, ndvi=0.3, brightness=-0.03, bsi=-0.05)
+    field = (0.05, 0.09, 0.06, 0.40, 0.22, 0.12)
+    scene.plant(blob, ndvi=0.5, brightness=-0.18, bsi=-0.2, before=Scene.SAND, after=field)
     obj = _only(scene.extract(site)[0], "vegetation")
     assert obj.evidence["rule"] == "vegetation.growth"
 
