@@ -224,6 +224,19 @@ def _nanmedian_t(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return median_composite(values, ok).median
 
 
+_REF_BANDS = ("B02", "B8A", "B11")
+
+
+def _reference(refl, bands, ok):
+    """Median of the bands the relative tests need, as a (B, H, W) array over all ``bands``
+    (NaN for the bands not needed)."""
+    idx = [list(bands).index(b) for b in _REF_BANDS]
+    med = _nanmedian_t(refl[:, idx], ok)
+    ref = np.full(refl.shape[1:], np.nan, dtype=np.float32)
+    ref[idx] = med
+    return ref
+
+
 def _scl_only(stack_scl, refl, bands, data_ok, p):
     if stack_scl is None:
         raise ValueError("mask method 'scl' needs an SCL layer; this stack has none (L1C?): use 'spectral' or 'auto'")
@@ -239,7 +252,7 @@ def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False):
     if T >= 3:
         # a cloud is also brighter than the window's median; a new bright roof present on most
         # dates IS the median and is kept
-        ref = _nanmedian_t(refl, data_ok & ~bad)
+        ref = _reference(refl, bands, data_ok & ~bad)
         b02 = list(bands).index("B02")
         with np.errstate(invalid="ignore"):
             excess = refl[:, b02] - ref[b02][None]
@@ -251,7 +264,7 @@ def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False):
     bad |= cand
     first = data_ok & ~dilate(bad, p.dilate_px)
     if T >= 3:
-        ref = _nanmedian_t(refl, first)
+        ref = _reference(refl, bands, first)
         for t in range(T):
             bad[t] |= haze_shadow_mask(refl[t], bands, ref, params=p)
     return data_ok & ~dilate(bad, p.dilate_px)

@@ -19,6 +19,9 @@ from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
+IRMAD_SAMPLE = 200_000
+"""IR-MAD statistics use at most this many random pixels (the transform covers every pixel)."""
+
 __all__ = ["Normalisation", "tls_fit", "fit_normalisation", "irmad_nochange", "normalise", "apply_normalisation"]
 
 
@@ -153,6 +156,8 @@ def irmad_nochange(reference: np.ndarray, target: np.ndarray, *, valid: np.ndarr
     """
     from ..kernels.irmad import irmad
 
+    if valid is not None and "sample" not in irmad_options and int(valid.sum()) > IRMAD_SAMPLE:
+        irmad_options["sample"] = IRMAD_SAMPLE  # statistics on a subsample, transform on all
     res = irmad(reference, target, mask=valid, **irmad_options)
     p = np.asarray(res.p_nochange)
     nochange = np.isfinite(p) & (p > p_min)
