@@ -9,8 +9,7 @@ nearest; 0 is no data on both sides.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
-
+import threading
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
@@ -31,10 +30,11 @@ RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "c
 _NETWORK_WORDS = ("http", "curl", "connect", "timed out", "timeout", "resolve host", "couldn't", "ssl")
 
 
-def gdal_options(policy: RetryPolicy = DEFAULT_RETRY, *, non_cached: Iterable[str] = ()) -> dict[str, str]:
+def gdal_options(policy: RetryPolicy = DEFAULT_RETRY, *, fresh: bool = False) -> dict[str, str]:
     """GDAL configuration for reading COGs over HTTP: no directory listings, merged multi-range
-    requests, a bounded header read, the retry policy, and ``non_cached`` URL prefixes whose
-    earlier content must not be reused (after a failure)."""
+    requests, a bounded header read and the retry policy. ``fresh=True`` (used after a failed
+    HTTP read) stops GDAL from reusing sizes and bytes it cached from earlier reads, so a rerun in
+    the same process sees repaired files."""
     opts = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         "GDAL_HTTP_MULTIRANGE": "YES",
@@ -46,9 +46,8 @@ def gdal_options(policy: RetryPolicy = DEFAULT_RETRY, *, non_cached: Iterable[st
         "VSI_CACHE": "TRUE",
         **policy.gdal_options(),
     }
-    nc = [u for u in non_cached if u]
-    if nc:
-        opts["CPL_VSIL_CURL_NON_CACHED"] = ":".join(f"/vsicurl/{u}" for u in nc)
+    if fresh:  # a colon-separated list of prefixes: "/vsicurl/http" covers http and https
+        opts["CPL_VSIL_CURL_NON_CACHED"] = "/vsicurl/http"
     return opts
 
 
@@ -57,7 +56,13 @@ def _is_network_error(exc: BaseException) -> bool:
     return any(w in msg for w in _NETWORK_WORDS) and "not recognized" not in msg
 
 
-def read_to_grid(href: str, grid: Grid, *, resampling: str = "bilinear", dtype: str = "uint16", band: int = 1) -> np.ndarray:
+_HTTP_FAILED = threading.Event()
+"""Set once an HTTP read failed in this process: later reads bypass GDAL's cache of remote files."""
+
+
+def read_to_grid(
+    href: str, grid: Grid, *, resampling: str = "bilinear", dtype: str = "uint16", band: int = 1, policy: RetryPolicy = DEFAULT_RETRY
+) -> np.ndarray:
     """Read band ``band`` of the raster at ``href`` warped onto ``grid``.
 
     Parameters
@@ -70,6 +75,8 @@ def read_to_grid(href: str, grid: Grid, *, resampling: str = "bilinear", dtype: 
     resampling : {"bilinear", "nearest", "cubic"}
     dtype : str
         Output dtype (``uint16`` for reflectance DN, ``uint8`` for SCL).
+    policy : RetryPolicy
+        Retries of HTTP reads (GDAL's own retry loop, configured by :func:`gdal_options`).
 
     Returns
     -------
@@ -87,8 +94,9 @@ def read_to_grid(href: str, grid: Grid, *, resampling: str = "bilinear", dtype: 
         method = RESAMPLING[resampling]
     except KeyError:
         raise ValueError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLING)}") from None
+    remote = href.startswith(("http://", "https://"))
     try:
-        with rasterio.open(href) as src:
+        with rasterio.Env(**gdal_options(policy, fresh=_HTTP_FAILED.is_set())), rasterio.open(href) as src:
             if src.crs is None:
                 raise DataError(f"{href}: raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs) before use")
             src_nodata = src.nodata if src.nodata is not None else 0
@@ -106,7 +114,9 @@ def read_to_grid(href: str, grid: Grid, *, resampling: str = "bilinear", dtype: 
     except DataError:
         raise
     except RasterioError as exc:
-        if href.startswith(("http://", "https://")) and _is_network_error(exc):
+        if remote:
+            _HTTP_FAILED.set()
+        if remote and _is_network_error(exc):
             raise SourceUnavailable(f"{href}: could not be read over HTTP ({exc}); check the connection and rerun") from exc
         raise DataError(f"{href}: corrupt, truncated or unreadable raster ({exc}); delete or re-download it") from exc
     return arr

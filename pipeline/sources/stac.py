@@ -23,20 +23,18 @@ import os
 import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import rasterio
 
 from ..aoi import AOI
 from ..errors import AuthenticationError, DataError, NoDataError, SourceError, SourceUnavailable, UsageError
 from ..grid import Grid
 from ..scene import ALL_BANDS, Acquisition, SceneStack
 from ._cache import ArrayCache, request_key
-from ._reproject import gdal_options, mosaic_first_valid, read_to_grid
+from ._reproject import mosaic_first_valid, read_to_grid
 from ._retry import DEFAULT_RETRY, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -275,9 +273,6 @@ class _StacReader:
     def _sign(self, href: str) -> str:
         return href
 
-    def _resolve_href(self, href: str) -> str:
-        return href
-
     def read(
         self, aoi: AOI, acquisitions: Sequence[Acquisition], *, grid: Grid | None = None, bands: Sequence[str] = ALL_BANDS
     ) -> SceneStack:
@@ -368,15 +363,7 @@ class _StacReader:
         return {"data": data, "valid": valid, "scl": scl}
 
     def _read_band(self, href: str, grid: Grid, resampling: str, dtype: str) -> np.ndarray:
-        href = self._resolve_href(href)
-        signed = self._sign(href)
-        try:
-            with rasterio.Env(**gdal_options(self.retry, non_cached=sorted(self._failed))):
-                return read_to_grid(signed, grid, resampling=resampling, dtype=dtype)
-        except (DataError, SourceUnavailable):
-            if href.startswith(("http://", "https://")):
-                self._failed.add(href.split("?")[0])
-            raise
+        return read_to_grid(self._sign(href), grid, resampling=resampling, dtype=dtype, policy=self.retry)
 
 
 class LocalStacSource(_StacReader):
@@ -415,7 +402,6 @@ class LocalStacSource(_StacReader):
         self.name = name or f"local:{p.parent.name}"
         self.retry = retry
         self.cache = ArrayCache(cache_dir)
-        self._failed: set[str] = set()
         self._catalog = None
         self.default_max_cloud = options.get("max_cloud")
 
@@ -506,7 +492,6 @@ class StacApiSource(_StacReader):
         self.retry = retry
         self.sign = ("planetarycomputer" in self.url) if sign is None else sign
         self.page_size = page_size
-        self._failed: set[str] = set()
 
     def __repr__(self) -> str:
         return f"StacApiSource({self.url!r}, name={self.name!r}, collection={self.collection!r})"
