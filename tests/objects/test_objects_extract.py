@@ -209,6 +209,7 @@ def test_polygons_valid_in_grid_crs_with_pixel_area(scene, site, grid, runway_ut
         ids = [o.id for o in objects]
         assert len(set(ids)) == 3 and all(i.startswith("test-base-") for i in ids)
         for o in objects:
+            json.dumps(o.evidence)
             g = o.geometry
             assert g.is_valid and not g.is_empty and g.geom_type in ("Polygon", "MultiPolygon")
             x0, y0, x1, y1 = g.bounds
@@ -273,3 +274,24 @@ def test_missing_deltas_still_classify(scene, site, grid, runway_utm):
     by_feature = {o.feature: o for o in objects}
     assert by_feature["runway 03/21"].cls == "runway_repair"
     assert by_feature[None].cls == "other"
+
+
+def test_real_aoi_file_runway_names():
+    """Planted on the project's Benina AOI (aois/benina.geojson, two parallel runways 220 m
+    apart): a 700 m strip in the middle of each runway, one darkened, one brightened. Each object
+    names its own runway."""
+    from pipeline.aoi import load_aoi
+
+    aoi = load_aoi("benina")
+    grid = aoi.grid()
+    scene = Scene(grid)
+    for (f, geom), sign in zip(aoi.features_in(grid.epsg, roles=("runway",)), (-1, 1)):
+        part = geom.intersection(geom.centroid.buffer(350)).buffer(-5)
+        assert part.area > 20000  # about 700 m x 35 m
+        scene.plant(burn(part, grid), brightness=sign * 0.08)
+    objects, _ = scene.extract(aoi)
+    got = sorted((o.feature, o.cls, o.evidence["rule"]) for o in objects)
+    assert got == [
+        ("runway 15L/33R", "runway_repair", "runway_repair.darkening"),
+        ("runway 15R/33L", "runway_repair", "runway_repair.brightening"),
+    ]
