@@ -395,3 +395,25 @@ def test_keyword_credentials_from_the_s2watch_config(sh_server, sh_env, tartus, 
     assert len(src.search(tartus, START, END)) == 2
     assert "fake-secret" not in repr(src) and "fake-secret" not in repr(src.config)
     assert not (sh_env / "xdg").exists()
+
+
+def test_imitation_single_geotiff_answer_decodes_with_the_client(sh_server, tartus):
+    """The imitation's single-output answer is a pixel-interleaved GeoTIFF the real client decodes
+    to (H, W, C), like the service's."""
+    from sentinelhub import CRS, BBox, DataCollection, MimeType, SentinelHubRequest
+
+    from pipeline.sources.sentinelhub import evalscript
+
+    g = tartus.grid()
+    coll = DataCollection.SENTINEL2_L2A.define_from("S2WATCH_SENTINEL2_L2A", service_url=None)
+    req = SentinelHubRequest(
+        evalscript=evalscript(("B02", "B03", "B04")),
+        input_data=[SentinelHubRequest.input_data(coll, time_interval=("2022-01-20", "2022-01-20"), other_args={"id": "s2"})],
+        responses=[SentinelHubRequest.output_response("bands", MimeType.TIFF)],
+        bbox=BBox(g.bounds, crs=CRS(g.epsg)),
+        size=(g.width, g.height),
+        config=sh_config(sh_server),
+    )
+    (arr,) = req.get_data()
+    assert arr.shape == (g.height, g.width, 3) and arr.dtype == np.uint16
+    assert (np.diff(arr.astype(int), axis=2) == 150).all()  # planted: +150 DN per band index
