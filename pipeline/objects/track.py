@@ -9,6 +9,9 @@ forward and moves each object through::
         |                                          |                          |
         +-- not seen again: dropped (transient)    +------ not seen: gone ----+
 
+An object that is not found again where this run saw no clear ground (``valid``) keeps its
+state: a cloud is not a demolition.
+
 Matched objects keep the previous id (even when their centroid drifted into another lattice
 cell), ``first_seen`` and the number of runs seen, stored as ``evidence["track"]``.
 """
@@ -21,15 +24,17 @@ import math
 from dataclasses import replace
 from typing import Sequence
 
+import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import UsageError
+from ..grid import Grid
 from .model import ChangeObject
 
 log = logging.getLogger(__name__)
 
-__all__ = ["object_id", "unique_ids", "match", "update_lifecycle", "STATUSES"]
+__all__ = ["object_id", "unique_ids", "match", "update_lifecycle", "observed_fraction", "STATUSES"]
 
 STATUSES = ("candidate", "confirmed", "persisting", "gone")
 """Lifecycle states in monitoring (``detected`` marks a one-off detection)."""
@@ -147,6 +152,29 @@ def match(
     return sorted(pairs, key=lambda ij: ij[1])
 
 
+def observed_fraction(geometry: BaseGeometry, valid: np.ndarray, grid: Grid) -> float:
+    """Fraction of the pixels whose centres lie in ``geometry`` that are ``valid`` (0-1).
+
+    Geometries smaller than a pixel use the pixel holding their centroid; geometries off the
+    grid count as unobserved (0).
+    """
+    win = grid.to_window(geometry.bounds)
+    r0, c0 = max(0, int(win.row_off)), max(0, int(win.col_off))
+    r1 = min(grid.height, int(win.row_off + win.height))
+    c1 = min(grid.width, int(win.col_off + win.width))
+    if r0 >= r1 or c0 >= c1:
+        return 0.0
+    rr, cc = np.mgrid[r0:r1, c0:c1]
+    xs, ys = grid.xy(rr.ravel(), cc.ravel())
+    inside = shapely.contains_xy(geometry, xs, ys)
+    if not inside.any():
+        c = geometry.centroid
+        col, row = ~grid.transform * (c.x, c.y)
+        r, k = int(np.floor(row)), int(np.floor(col))
+        return float(valid[r, k]) if 0 <= r < grid.height and 0 <= k < grid.width else 0.0
+    return float(valid[rr.ravel()[inside], cc.ravel()[inside]].mean())
+
+
 def _runs_seen(obj: ChangeObject, confirm_after: int) -> int:
     tr = obj.evidence.get("track") if isinstance(obj.evidence, dict) else None
     if isinstance(tr, dict) and isinstance(tr.get("runs_seen"), int):
@@ -168,6 +196,9 @@ def update_lifecycle(
     date: str,
     confirm_after: int = 2,
     min_iou: float = 0.2,
+    valid: np.ndarray | None = None,
+    grid: Grid | None = None,
+    min_observed: float = 0.5,
 ) -> list[ChangeObject]:
     """The objects of this run with ids and lifecycle carried over from the previous run.
 
@@ -184,6 +215,15 @@ def update_lifecycle(
         Runs an object must be seen in before it is ``confirmed`` (1 confirms at once).
     min_iou : float, keyword-only
         Passed to :func:`match`.
+    valid : (H, W) bool, keyword-only, optional
+        Pixels this run observed (clear data inside the AOI), on ``grid``. A previous object not
+        found again whose footprint was less than ``min_observed`` observed (cloud, swath edge)
+        is kept unchanged instead of becoming ``gone`` or being dropped. Without ``valid`` every
+        footprint counts as observed.
+    grid : Grid, keyword-only
+        The grid of ``valid`` (required with it).
+    min_observed : float, keyword-only
+        0-1, see ``valid``.
 
     Returns
     -------
@@ -195,6 +235,12 @@ def update_lifecycle(
         their last geometry and ``last_seen``. Unconfirmed candidates not seen again are dropped
         as transients. ``evidence["track"]["runs_seen"]`` counts the runs each was seen in.
     """
+    if valid is not None:
+        if grid is None:
+            raise UsageError("update_lifecycle: valid given without grid; pass grid=<the Grid of valid>")
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != grid.shape:
+            raise UsageError(f"update_lifecycle: valid has shape {valid.shape}, grid has {grid.shape}")
     if confirm_after < 1:
         raise UsageError(f"confirm_after must be >= 1, got {confirm_after}")
     if not isinstance(date, str) or not date:
@@ -228,6 +274,11 @@ def update_lifecycle(
     matched_prev = set(pairs.values())
     for i, prev in enumerate(live_prev):
         if i in matched_prev:
+            continue
+        if valid is not None and observed_fraction(prev.geometry, valid, grid) < min_observed:
+            # hidden by cloud or outside this acquisition: not evidence that it went away
+            log.debug("%s not observed on %s; kept as %s", prev.id, date, prev.status)
+            out.append(prev)
             continue
         if prev.status in ("confirmed", "persisting"):
             out.append(_with_track(prev, _runs_seen(prev, confirm_after), status="gone"))

@@ -127,3 +127,32 @@ def test_bad_arguments():
         update_lifecycle([], [], date="")
     with pytest.raises(ValueError, match="min_iou"):
         match([], [], min_iou=2)
+
+
+def test_objects_hidden_by_cloud_are_kept_not_gone():
+    """Planted: a confirmed building and a candidate; the next run finds neither, but a cloud
+    covers the building (valid False there) while the candidate's ground was clear: the
+    building keeps its state, the candidate is dropped; a later clear run makes it gone."""
+    from affine import Affine
+    import numpy as np
+
+    from pipeline.grid import Grid
+    from pipeline.objects.track import observed_fraction
+
+    grid = Grid(32634, Affine(10.0, 0.0, 430000.0, 0.0, -10.0, 3553000.0), 300, 300)
+    prev = update_lifecycle([], [obj(BLDG), obj(FAR, cls="other")], date="d1", confirm_after=1)
+    prev = [prev[0], update_lifecycle([], [obj(FAR, cls="other")], date="d1")[0]]  # FAR a candidate
+    assert [p.status for p in prev] == ["confirmed", "candidate"]
+    valid = np.ones(grid.shape, bool)
+    cloud = box(430900.0, 3550900.0, 431100.0, 3551100.0)
+    rr, cc = np.mgrid[0:300, 0:300]
+    xs, ys = grid.xy(rr, cc)
+    valid[(xs > 430900) & (xs < 431100) & (ys > 3550900) & (ys < 3551100)] = False
+    assert observed_fraction(BLDG, valid, grid) == 0.0 and observed_fraction(FAR, valid, grid) == 1.0
+    assert cloud.contains(BLDG)
+    out = update_lifecycle(prev, [], date="d2", valid=valid, grid=grid)
+    assert [(o.id, o.status, o.last_seen) for o in out] == [(prev[0].id, "confirmed", "d1")]
+    out = update_lifecycle(out, [], date="d3", valid=np.ones(grid.shape, bool), grid=grid)
+    assert [(o.id, o.status) for o in out] == [(prev[0].id, "gone")]
+    with pytest.raises(PipelineError, match="grid"):
+        update_lifecycle(prev, [], date="d2", valid=valid)
