@@ -20,13 +20,12 @@ bands then renders in a few tens of milliseconds.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Sequence
 
 import numpy as np
@@ -35,9 +34,10 @@ from shapely.geometry.base import BaseGeometry
 from ..aoi import AOI, load_aoi
 from ..errors import UsageError
 from ..grid import Grid, reproject_geometry
-from ..scene import ALL_BANDS, BANDS_10M, BANDS_20M, BASELINE_OFFSET_DATE, SCL, Acquisition, SceneStack
+from ..scene import ALL_BANDS, BANDS_10M, BANDS_20M, SCL, Acquisition, SceneStack
 from ._simevents import CHANGE_WINDOW, ScriptedEvent, script_events, transients_for
 from ._simlayout import Layout, build_layout
+from ._simsky import WAVELENGTH_NM, DateParams, baseline_and_offset, cloud_fields, date_params, mgrs_tile, scl20, smooth
 from ._simrender import (
     TEX_N,
     compose,
@@ -50,25 +50,11 @@ from ._simrender import (
     stable_hash,
     tex_field,
     texture_bank,
-    texture_quantiles,
 )
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SimulatedSource", "TruthEvent", "Transient", "CHANGE_WINDOW"]
-
-WAVELENGTH_NM = {"B02": 492, "B03": 560, "B04": 665, "B05": 704, "B06": 740, "B07": 783, "B08": 833,
-                 "B8A": 865, "B11": 1614, "B12": 2202}
-_BASELINES = (
-    (date(2015, 1, 1), "02.07"),
-    (date(2019, 7, 8), "02.08"),
-    (date(2020, 1, 28), "02.09"),
-    (date(2021, 6, 30), "03.00"),
-    (date(2021, 11, 16), "03.01"),
-    (BASELINE_OFFSET_DATE, "04.00"),
-)
-_S2C_FROM = date(2025, 1, 1)
-
 
 @dataclass(frozen=True)
 class TruthEvent:
@@ -115,35 +101,6 @@ class Transient:
     material: str
 
 
-@dataclass(frozen=True)
-class _DateParams:
-    day: date
-    index: int
-    time: datetime
-    platform: str
-    cloud: float
-    cloud_scale: float
-    cloud_angle: float
-    cloud_off: tuple[float, float]
-    soft: float
-    shadow_shift: tuple[float, float]
-    shadow_mark_off: tuple[float, float]
-    cirrus: float
-    cirrus_scale: float
-    cirrus_angle: float
-    cirrus_off: tuple[float, float]
-    cirrus_strength: float
-    gain: np.ndarray
-    haze: np.ndarray
-    cloud_gain: float
-    shift: tuple[float, float]
-    nstart: np.ndarray
-    swath: tuple[float, float] | None
-    sun_elevation: float
-    sun_azimuth: float
-    season: float
-
-
 def _as_date(d) -> date:
     if isinstance(d, datetime):
         return d.date()
@@ -153,37 +110,6 @@ def _as_date(d) -> date:
         return date.fromisoformat(str(d))
     except ValueError as exc:
         raise UsageError(f"not a date: {d!r}; use YYYY-MM-DD") from exc
-
-
-@functools.lru_cache(maxsize=256)
-def mgrs_tile(lon: float, lat: float) -> str:
-    """MGRS tile id (``34QEJ``) of a lon/lat point (standard zones; no Norway/Svalbard exceptions)."""
-    from pyproj import Transformer
-
-    zone = min(int((lon + 180) // 6) + 1, 60)
-    band = "CDEFGHJKLMNPQRSTUVWXX"[int(np.clip((lat + 80) // 8, 0, 20))]
-    epsg = (32600 if lat >= 0 else 32700) + zone
-    e, n = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
-    col = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")[(zone - 1) % 3][int(e // 100000) - 1]
-    row = "ABCDEFGHJKLMNPQRSTUV"[(int(n // 100000) + (5 if zone % 2 == 0 else 0)) % 20]
-    return f"{zone:02d}{band}{col}{row}"
-
-
-def _sun(lon: float, lat: float, when: datetime) -> tuple[float, float]:
-    """Sun elevation and azimuth (degrees, azimuth clockwise from north) at ``when`` (UTC)."""
-    doy = when.timetuple().tm_yday
-    decl = math.radians(23.44) * math.sin(2 * math.pi * (284 + doy) / 365.0)
-    hours = when.hour + when.minute / 60 + when.second / 3600 + lon / 15.0
-    h = math.radians((hours - 12.0) * 15.0)
-    phi = math.radians(lat)
-    el = math.asin(math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(h))
-    az = math.degrees(math.atan2(math.sin(h), math.cos(h) * math.sin(phi) - math.tan(decl) * math.cos(phi))) + 180.0
-    return math.degrees(el), az % 360.0
-
-
-def _smooth(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 _LOCK = threading.RLock()
@@ -288,88 +214,15 @@ class SimulatedSource:
         k1 = (hi - self.start).days // self.revisit_days
         return [(k, self.start + timedelta(days=k * self.revisit_days)) for k in range(k0, k1 + 1)]
 
-    def _params(self, aoi: AOI, d: date) -> _DateParams:
-        k = (d - self.start).days // self.revisit_days
-        rng = np.random.default_rng(stable_hash("date", self.seed, aoi.id, d.isoformat()))
-        lon, lat = aoi.centroid_lonlat
-        if k % 2 == 0:
-            platform = "sentinel-2c" if d >= _S2C_FROM else "sentinel-2a"
-        else:
-            platform = "sentinel-2b"
-        orbit_sec = stable_hash("orbit", aoi.id) % 600
-        t = datetime.combine(d, time(0), tzinfo=timezone.utc) + timedelta(
-            hours=10.5 - lon / 15.0, seconds=float(orbit_sec - 300 + rng.uniform(-4, 4)))
-        t = t.replace(microsecond=0)
-        el, az = _sun(lon, lat, t)
-        doy = d.timetuple().tm_yday
-        season = math.cos(2 * math.pi * (doy - 20) / 365.25)  # +1 mid-winter, -1 mid-summer
-        coastal = aoi.kind.lower() in ("port", "naval_base") or lat > 30.5
-        p_cloud = self.cloud_rate * ((1.0 + 0.85 * season) if coastal else 0.55 * (1.0 + 0.4 * season))
-        u = rng.random()
-        if u < 0.1 * p_cloud:
-            cloud = float(rng.uniform(0.95, 1.0))
-        elif u < p_cloud:
-            cloud = float(min(0.9, rng.beta(1.1, 2.6)))
-        else:
-            cloud = 0.0
-        cirrus = float(rng.uniform(0.1, 0.7)) if rng.random() < 0.45 * p_cloud + 0.03 else 0.0
-        height = float(rng.uniform(800, 3500))
-        reach = height / math.tan(math.radians(max(el, 10.0)))
-        shadow_shift = (reach * math.sin(math.radians(az)), reach * math.cos(math.radians(az)))
-        # radiometry
-        sun_gain = (math.sin(math.radians(el)) / math.sin(math.radians(60.0))) ** 0.12
-        dust = 1.8 if d.month in (3, 4, 5) else 1.0
-        h0 = 0.003 + float(rng.exponential(0.009)) * dust
-        lam = np.array([WAVELENGTH_NM[b] for b in ALL_BANDS], dtype=np.float64)
-        haze = (h0 * (492.0 / lam) ** 1.6).astype(np.float32)
-        gain = (sun_gain * (1.0 - 1.5 * h0) * rng.normal(1.0, 0.012) * rng.normal(1.0, 0.006, size=10)).astype(np.float32)
-        # geometry
-        if d < date(2021, 1, 1):
-            sd, lim = (0.85, 1.6) if rng.random() < 0.2 else (0.35, 0.8)
-        else:
-            sd, lim = 0.18, 0.5
-        shift = tuple(float(v) for v in np.clip(rng.normal(0.0, sd, 2), -lim, lim))
-        nstart = rng.integers(0, 1 << 22, size=10)
-        swath = (float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(-0.3, 0.4))) if rng.random() < self.nodata_rate else None
-        return _DateParams(
-            day=d, index=k, time=t, platform=platform, cloud=cloud,
-            cloud_scale=float(rng.uniform(45, 110)), cloud_angle=float(rng.uniform(0, 2 * math.pi)),
-            cloud_off=tuple(rng.uniform(0, TEX_N, 2)), soft=float(rng.uniform(0.25, 0.6)),
-            shadow_shift=shadow_shift, shadow_mark_off=tuple(rng.uniform(0, TEX_N, 2)),
-            cirrus=cirrus, cirrus_scale=float(rng.uniform(60, 160)), cirrus_angle=float(rng.uniform(0, math.pi)),
-            cirrus_off=tuple(rng.uniform(0, TEX_N, 2)), cirrus_strength=float(rng.uniform(0.4, 1.0)),
-            gain=gain, haze=haze, cloud_gain=float(rng.uniform(0.85, 1.12)), shift=shift, nstart=nstart,
-            swath=swath, sun_elevation=el, sun_azimuth=az, season=season,
-        )
+    def _params(self, aoi: AOI, d: date) -> DateParams:
+        return date_params(aoi, d, seed=self.seed, start=self.start, revisit_days=self.revisit_days,
+                           cloud_rate=self.cloud_rate, nodata_rate=self.nodata_rate)
 
-    def _cloud_fields(self, p: _DateParams, grid: Grid):
-        """Cloud opacity, cirrus, shadow strength and the SCL shadow-marking mask on ``grid``."""
-        tex = texture_bank(self.seed)
-        shape = grid.shape
-        zeros = np.zeros(shape, dtype=np.float32)
-        alpha, shadow, cirrus, marked = zeros, zeros, zeros, np.ones(shape, dtype=bool)
-        if p.cloud > 0:
-            thr = float(np.interp(1.0 - p.cloud, np.linspace(0, 1, 1001), texture_quantiles(self.seed, 3)))
-            kw = dict(scale_m=p.cloud_scale, angle=p.cloud_angle, offset=p.cloud_off)
-            alpha = _smooth((tex_field(tex[3], grid, **kw) - thr) / p.soft)
-            cast = _smooth((tex_field(tex[3], grid, shift_m=p.shadow_shift, **kw) - thr) / p.soft)
-            shadow = cast * (1.0 - alpha)
-            marked = tex_field(tex[5], grid, scale_m=8.0, offset=p.shadow_mark_off) > -0.85  # ~80 % marked, in patches
-        if p.cirrus > 0:
-            thr = float(np.interp(1.0 - p.cirrus, np.linspace(0, 1, 1001), texture_quantiles(self.seed, 4)))
-            f = tex_field(tex[4], grid, scale_m=p.cirrus_scale, angle=p.cirrus_angle, aniso=3.5, offset=p.cirrus_off)
-            cirrus = (np.clip((f - thr) / 0.9, 0.0, 1.0) * p.cirrus_strength).astype(np.float32)
-        return alpha.astype(np.float32), cirrus, shadow.astype(np.float32), marked
-
-    def _offset_and_baseline(self, d: date) -> tuple[str, int]:
-        baseline = [b for since, b in _BASELINES if d >= since][-1]
-        return baseline, (1000 if d >= BASELINE_OFFSET_DATE else 0)
-
-    def _acquisition(self, aoi: AOI, p: _DateParams, cloud_cover: float) -> Acquisition:
+    def _acquisition(self, aoi: AOI, p: DateParams, cloud_cover: float) -> Acquisition:
         lon, lat = aoi.centroid_lonlat
         tile = mgrs_tile(lon, lat)
         orbit = stable_hash("relorbit", tile) % 143 + 1
-        baseline, offset = self._offset_and_baseline(p.day)
+        baseline, offset = baseline_and_offset(p.day)
         proc = p.time + timedelta(hours=2, minutes=int(stable_hash("proc", aoi.id, p.day.isoformat()) % 180))
         mission = {"sentinel-2a": "S2A", "sentinel-2b": "S2B", "sentinel-2c": "S2C"}[p.platform]
         pid = (f"{mission}_MSIL2A_{p.time:%Y%m%dT%H%M%S}_N{baseline.replace('.', '')}_R{orbit:03d}_T{tile}_"
@@ -381,14 +234,14 @@ class SimulatedSource:
                    "sun_azimuth": round(p.sun_azimuth, 2), "simulated": True},
         )
 
-    def _cloud_cover(self, aoi: AOI, p: _DateParams) -> float:
+    def _cloud_cover(self, aoi: AOI, p: DateParams) -> float:
         if p.cloud == 0 and p.cirrus == 0:
             return 0.0
         key = ("coarse", aoi.id, aoi.digest, aoi.geometry.wkb)
         if key not in self._layouts:
             g = aoi.grid()
             self._layouts[key] = g.scaled(max(1, int(round(max(g.width, g.height) / 48))))
-        alpha, cirrus, _, _ = self._cloud_fields(p, self._layouts[key])
+        alpha, cirrus, _, _ = cloud_fields(self.seed, p, self._layouts[key])
         return round(float(np.mean((alpha > 0.05) | (cirrus > 0.15)) * 100.0), 2)
 
     # -----------------------------------------------------------------------------------------
@@ -467,11 +320,11 @@ class SimulatedSource:
         for i, acq in enumerate(acqs):
             p = self._params(aoi, acq.date)
             g10, g20 = self._ground(aoi, base, p)
-            alpha, cirrus, shadow, marked = self._cloud_fields(p, base.grid20)
+            alpha, cirrus, shadow, marked = cloud_fields(self.seed, p, base.grid20)
             render_date(g10, g20, src, is20, (p.shift[0], p.shift[1]), alpha, cirrus, shadow,
                         p.gain[bidx], p.haze[bidx], cloud_refl * p.cloud_gain, cirrus_refl, shadow_k, sigma, bank,
                         p.nstart[bidx], acq.offset, data[i])
-            s20 = self._scl20(g20, alpha, cirrus, shadow, marked)
+            s20 = scl20(g20, alpha, cirrus, shadow, marked)
             scl[i] = np.repeat(np.repeat(s20, 2, axis=0), 2, axis=1)[:H, :W]
             if p.swath is not None:
                 ang, off = p.swath
@@ -567,7 +420,7 @@ class SimulatedSource:
         wad = tex_field(tex[0], grid, scale_m=22.0, angle=0.6, offset=offs[3])
         wmask = tex_field(tex[0], grid, scale_m=70.0, offset=offs[4])
         dwarp = tex_field(tex[0], grid, scale_m=12.0, offset=offs[5])
-        rock = _smooth(0.5 + 1.5 * (large - rock_bias) + 0.6 * mid)  # gravel/rock plains, ragged edges
+        rock = smooth(0.5 + 1.5 * (large - rock_bias) + 0.6 * mid)  # gravel/rock plains, ragged edges
         wadi = np.exp(-((wad / 0.14) ** 2)) * np.clip((wmask - 0.4) * 1.5, 0.0, 1.0)
         t = grid.transform
         xs = t.c + (np.arange(grid.width) + 0.5) * t.a
@@ -578,7 +431,7 @@ class SimulatedSource:
         sand = spectrum("coastal_soil" if lay.coastal else "sand", bands)
         alt = spectrum("beach" if lay.coastal else "rock", bands)
         if lay.coastal:  # light calcareous patches on red Mediterranean soil
-            rock = _smooth(0.5 + 1.6 * (0.5 * large + 0.8 * mid - rock_bias + 0.3)) * 0.45
+            rock = smooth(0.5 + 1.6 * (0.5 * large + 0.8 * mid - rock_bias + 0.3)) * 0.45
         wadi_s = spectrum("wadi", bands)
         mix_rock = rock.astype(np.float32)
         mix_wadi = (0.7 * wadi).astype(np.float32)
@@ -592,7 +445,7 @@ class SimulatedSource:
         mod = (1.0 + 0.035 * mid + 0.02 * fine).astype(np.float32)
         return np.ascontiguousarray(nat), np.ascontiguousarray(vf, dtype=np.float32), mod
 
-    def _ground(self, aoi: AOI, base: _Base, p: _DateParams):
+    def _ground(self, aoi: AOI, base: _Base, p: DateParams):
         """Surface reflectance of one date before the atmosphere: season, changes, transients."""
         vs = np.float32(0.7 + 0.3 * p.season)  # greener in winter/spring
         g10 = base.g10 + (vs * base.vf10)[None] * base.dveg10[:, None, None]
@@ -620,23 +473,6 @@ class SimulatedSource:
                 if cov is not None:
                     _blend(g, cov, spectrum(mat, bands), None)
         return g10, g20
-
-    @staticmethod
-    def _scl20(g20, alpha, cirrus, shadow, marked) -> np.ndarray:
-        """Scene classification at 20 m, Sen2Cor-like rules on the ground reflectance plus clouds."""
-        b05, b8a, b11 = g20[0], g20[3], g20[4]
-        s = np.full(b05.shape, SCL.NOT_VEGETATED, dtype=np.uint8)
-        ndre = (b8a - b05) / (b8a + b05 + 1e-6)
-        s[ndre > 0.3] = SCL.VEGETATION
-        s[b8a < 0.12] = SCL.DARK_AREA
-        s[(b8a < 0.05) & (b11 < 0.03)] = SCL.WATER
-        clear = alpha <= 0.3
-        s[clear & (shadow > 0.3) & marked] = SCL.CLOUD_SHADOW
-        s[clear & (cirrus > 0.35)] = SCL.THIN_CIRRUS
-        s[alpha > 0.3] = SCL.CLOUD_MEDIUM
-        s[alpha > 0.6] = SCL.CLOUD_HIGH
-        return s
-
 
 def _blend(g: np.ndarray, cov, spec: np.ndarray, mod) -> None:
     r0, c0, f = cov
