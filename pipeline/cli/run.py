@@ -67,6 +67,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args) -> int:
+    from ..config import mask_url
     from ..runs.monitor import detect_params, resolve_aois, run_monitor
 
     if args.aois and args.all_aois:
@@ -77,7 +78,8 @@ def run(args) -> int:
     detect_params(cfg)  # a bad [thresholds] table is a configuration error (exit 2), not an AOI failure
     aois = resolve_aois(cfg, args.aois, all_aois=args.all_aois)
     since, until = cfg.period()
-    log.info("run: %d AOI(s), %s..%s, source %s, executor %s, output %s", len(aois), since, until, cfg.source, cfg.executor, cfg.output_root)
+    shown = mask_url(cfg.source) if "://" in cfg.source else cfg.source
+    log.info("run: %d AOI(s), %s..%s, source %s, executor %s, output %s", len(aois), since, until, shown, cfg.executor, cfg.output_root)
     summary = run_monitor(aois, cfg)
     for o in summary.outcomes:
         open_ = ", ".join(f"{n} {s}" for s, n in sorted(o.open_counts.items()) if s != "gone") or "none"

@@ -230,3 +230,14 @@ def test_bad_thresholds_are_a_config_error(tmp_path, capsys, table, message):
     err = capsys.readouterr().err
     assert re.search(message, err) and str(p) in err
     assert not (tmp_path / "o").exists()
+
+
+def test_aoi_locked_by_another_run_exits_75(cfg_file, tmp_path, capsys):
+    from pipeline.runs.lock import AOILock
+
+    root = tmp_path / "out"
+    with AOILock(root / AOI / ".lock", aoi_id=AOI):
+        assert main(["--config", str(cfg_file), "run", AOI, "--out", str(root)]) == 75
+    out = capsys.readouterr().out
+    assert f"{AOI}: locked: AOI '{AOI}' is being processed by pid {os.getpid()}" in out
+    assert not (root / AOI / "manifest.json").exists()
