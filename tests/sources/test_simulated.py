@@ -15,6 +15,8 @@ from datetime import date
 import numpy as np
 import pytest
 from affine import Affine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st_
 from rasterio import features
 
 from pipeline.aoi import list_aois, load_aoi
@@ -497,3 +499,24 @@ def test_pickles_small_and_renders_the_same(src, maaten, pair):
     clone = pickle.loads(blob)
     st = clone.read(maaten, pair.acquisitions[:1])
     assert st.data.tobytes() == pair.data[:1].tobytes()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lon=st_.floats(-15.0, 40.0), lat=st_.floats(-30.0, 45.0),
+    w=st_.floats(0.012, 0.08), h=st_.floats(0.012, 0.08),
+    kind=st_.sampled_from(["site", "airbase", "port", "naval_base"]),
+)
+def test_any_polygon_gets_plausible_scripted_changes(tmp_path, lon, lat, w, h, kind):
+    """User polygons of 1-9 km anywhere: every AOI kind gets structures and earthworks inside it."""
+    doc = {"type": "FeatureCollection", "features": [{"type": "Feature",
+           "properties": {"role": "aoi", "id": "user-box", "kind": kind},
+           "geometry": {"type": "Polygon", "coordinates": [[[lon, lat], [lon + w, lat], [lon + w, lat + h], [lon, lat + h], [lon, lat]]]}}]}
+    p = tmp_path / f"box-{lon:.4f}-{lat:.4f}-{w:.4f}-{h:.4f}-{kind}.geojson"
+    p.write_text(json.dumps(doc))
+    aoi = load_aoi(p)
+    events = SimulatedSource(seed=5).truth(aoi)
+    poly = aoi.to_crs(aoi.geometry)
+    classes = {e.cls for e in events}
+    assert {"new_structure", "earthworks"} <= classes and "runway_repair" not in classes
+    assert all(poly.contains(e.geometry) and CHANGE_WINDOW[0] <= e.start <= CHANGE_WINDOW[1] for e in events)
