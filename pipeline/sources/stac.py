@@ -57,7 +57,7 @@ COMMON_NAMES = {
 """eo:bands common names that identify one Sentinel-2 band (``rededge`` is ambiguous)."""
 
 DEFAULT_COLLECTION = "sentinel-2-l2a"
-_NOT_COG = ("jp2", "jpeg2000", "xml", "json", "png", "jpeg")
+_NOT_RASTER = ("xml", "json", "png", "image/jpeg", "text/", "html")
 
 
 def _norm_band(name: str) -> str | None:
@@ -73,25 +73,31 @@ def _norm_band(name: str) -> str | None:
 
 def item_band_assets(item) -> dict[str, str]:
     """Map Sentinel-2 band names (``B02`` ... ``B12``, ``B8A``, ``SCL``) to asset keys of a
-    ``pystac.Item``; JPEG2000 and metadata assets are skipped."""
-    out: dict[str, str] = {}
+    ``pystac.Item``. COG/GeoTIFF assets are preferred; JPEG2000 ones (Earth Search L1C has only
+    those) are used for bands without a COG; metadata and preview assets are skipped."""
+    ranked: dict[str, tuple[int, str]] = {}
     for key, asset in item.assets.items():
         mtype = (asset.media_type or "").lower()
-        if any(w in mtype for w in _NOT_COG) or key.lower().endswith(("-jp2", "_jp2")):
+        if any(w in mtype for w in _NOT_RASTER):
             continue
+        jp2 = "jp2" in mtype or "jpeg2000" in mtype or key.lower().endswith(("-jp2", "_jp2"))
+        base = re.sub(r"[-_]jp2$", "", key, flags=re.IGNORECASE)
         bands = asset.extra_fields.get("eo:bands") or asset.extra_fields.get("bands") or []
         band = None
         if len(bands) == 1 and isinstance(bands[0], dict):
             band = _norm_band(str(bands[0].get("name", "")))
         if band is None:
-            band = _norm_band(key)
-        if band is None and key.lower() in EARTH_SEARCH_KEYS:
-            band = EARTH_SEARCH_KEYS[key.lower()]
+            band = _norm_band(base)
+        if band is None and base.lower() in EARTH_SEARCH_KEYS:
+            band = EARTH_SEARCH_KEYS[base.lower()]
         if band is None and len(bands) == 1 and isinstance(bands[0], dict):
             band = COMMON_NAMES.get(str(bands[0].get("common_name", "")).lower())
-        if band is not None and band not in out:
-            out[band] = key
-    return out
+        if band is None:
+            continue
+        rank = (1 if jp2 else 0, key)
+        if band not in ranked or rank < ranked[band]:
+            ranked[band] = rank
+    return {band: key for band, (_, key) in ranked.items()}
 
 
 def _baseline(props: dict, item_id: str) -> str:

@@ -218,7 +218,7 @@ def test_l1c_collection_and_missing_bands(stac_api, file_server, archive, tartus
     assert [a.level for a in acqs] == ["L1C", "L1C"]
     st = src.read(tartus, acqs, bands=("B04",))
     assert st.scl is None and st.valid.all()
-    del items[0]["assets"]["swir22"]
+    del items[0]["assets"]["swir22"], items[0]["assets"]["swir22-jp2"]
     with pytest.raises(DataError, match=r"item S2A_36SYD_20220120_0_L1C lacks band\(s\) B12"):
         src.read(tartus, src.search(tartus, START, END))
 
@@ -237,3 +237,24 @@ def test_crs_of_the_file_wins_over_metadata(stac_api, file_server, archive, tart
     want = truth_dn(archive["truth"]["tartus"], "B03", lon, lat)
     for t in range(2):
         assert np.abs(st.data[t, 0].astype(float) - acqs[t].offset - want).max() <= 0.5
+
+
+def test_jp2_assets_are_a_fallback_only(stac_api, file_server, archive, tartus):
+    """Earth Search L2A lists COG and JPEG2000 copies (the COG is read); its L1C items have only
+    JPEG2000 assets, which are then used."""
+    from pipeline.sources.stac import item_band_assets
+    import pystac
+
+    es = stac_item(archive["tartus"][0], file_server.href)
+    keys = item_band_assets(pystac.Item.from_dict(es))
+    assert keys["B02"] == "blue" and keys["SCL"] == "scl"
+    l1c = stac_item(archive["tartus"][0], file_server.href)
+    l1c["assets"] = {k: {**a, "type": "image/jp2"} for k, a in l1c["assets"].items() if not k.endswith("-jp2")}
+    l1c["assets"]["thumbnail"] = {"href": "http://127.0.0.1:9/t.jpg", "type": "image/jpeg", "roles": ["thumbnail"]}
+    l1c["assets"]["granule_metadata"] = {"href": "http://127.0.0.1:9/m.xml", "type": "application/xml", "roles": ["metadata"]}
+    keys = item_band_assets(pystac.Item.from_dict(l1c))
+    assert keys["B04"] == "red" and keys["B8A"] == "nir08" and "thumbnail" not in keys.values()
+    stac_api.items = [l1c]
+    src = api_source(stac_api)
+    (acq,) = src.search(tartus, START, END)
+    assert src.read(tartus, [acq], bands=("B04",)).valid.all()
