@@ -236,9 +236,11 @@ def _airbase(lay: Layout, rng, feats) -> None:
     n_c0 = n_back + 120
     width_c = La + 300
     canton = oriented_rect(*main.at(a0, s * (n_c0 + depth / 2)), main.u, width_c, depth)
-    lay.add(canton, "compacted")
+    lay.add(canton, "compound")
     lay.add(canton.exterior.buffer(3.0), "road")
-    _buildings_in(lay, rng, canton, main.u, cell=(70.0, 55.0), size=((14, 45), (9, 24)), fill=0.85)
+    _buildings_in(lay, rng, canton, main.u, cell=(62.0, 48.0), size=((16, 48), (10, 26)), fill=0.9,
+                  roofs=("roof_concrete", "roof_white", "roof_metal", "roof_rust", "roof_dark"),
+                  roof_p=(0.45, 0.2, 0.22, 0.06, 0.07))
     lay.anchor = main.at(a0, s * (n_back / 2 + n_c0 / 2))
 
     # hardened shelters on loops beyond the apron ends
@@ -345,7 +347,7 @@ def _desert_town(lay: Layout, rng) -> None:
     cc = (centre[0] + u[0] * (radius + 250), centre[1] + u[1] * (radius + 250))
     comp = oriented_rect(*cc, u, 260.0, 180.0)
     if lay.aoi_poly.contains(comp):
-        lay.add(comp, "compacted")
+        lay.add(comp, "compound")
         lay.add(comp.exterior.buffer(2.5), "road")
         _buildings_in(lay, rng, comp, u, cell=(65.0, 45.0), size=((20, 45), (12, 25)), fill=0.6)
     lay.anchor = (cc[0], cc[1]) if not town.is_empty else centre
@@ -464,7 +466,7 @@ def _port(lay: Layout, rng, feats) -> None:
     tf = xy(t0 + float(rng.uniform(-0.5, 0.5) * Wb), n_q - 160 * s - 250 * s)
     bund = oriented_rect(float(tf[0]), float(tf[1]), u, 260 * s, 170 * s)
     if lay.aoi_poly.buffer(200).contains(bund) and land.contains(bund):
-        lay.add(bund, "compacted")
+        lay.add(bund, "compound")
         for i in range(3):
             for j in range(2):
                 ccx = tf[0] + tvec[0] * (i - 1) * 80 * s - nvec[0] * (j - 0.5) * 80 * s
