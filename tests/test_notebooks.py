@@ -153,7 +153,15 @@ def test_runway_notebook_flags_the_simulated_resurfacing(kernel_env, tmp_path):
     from pipeline import get_source, load_aoi
 
     out = tmp_path / "out"
-    params = {"aoi": "maaten-al-sarra", "source": "simulated", "runway": "01L/19R", "out_dir": str(out)}
+    # every scripted change starts in 2024-09-01..2025-04-30: this period brackets it with clear dates
+    params = {
+        "aoi": "maaten-al-sarra",
+        "source": "simulated",
+        "runway": "01L/19R",
+        "start": "2024-06-01",
+        "end": "2025-07-31",
+        "out_dir": str(out),
+    }
     nb, outputs = _run("runway_timeseries.ipynb", params, tmp_path)
     assert _images(outputs) >= 4  # profiles, section series, indices, before/after
     assert (out / "profile.png").stat().st_size > 10_000 and (out / "before_after.png").is_file()
@@ -173,7 +181,11 @@ def test_runway_notebook_flags_the_simulated_resurfacing(kernel_env, tmp_path):
 
 @pytest.mark.slow
 def test_investigate_notebook_on_a_small_aoi_exports_an_object(kernel_env, tmp_path):
-    """A 2 x 2 km AOI around the south of Maaten al-Sarra's runways and short windows keep it quick."""
+    """A 2 x 2 km AOI around the south of Maaten al-Sarra's runways and 3-month windows keep it quick.
+
+    The simulated archive's ground truth is the oracle: the exported object must overlap a scripted
+    change of its class.
+    """
     src_doc = json.loads((ROOT / "aois" / "maaten-al-sarra.geojson").read_text())
     aoi_feat = src_doc["features"][0]
     aoi_feat["properties"]["id"] = "maaten-al-sarra-south"
@@ -185,8 +197,8 @@ def test_investigate_notebook_on_a_small_aoi_exports_an_object(kernel_env, tmp_p
     params = {
         "aoi": str(aoi_path),
         "source": "simulated",
-        "before": "2024-04-01/2024-08-31",
-        "after": "2025-05-01/2025-09-30",
+        "before": "2024-06-01/2024-08-31",
+        "after": "2025-06-01/2025-08-31",
         "out_dir": str(out),
         "mask_dates": 6,
     }
@@ -204,3 +216,15 @@ def test_investigate_notebook_on_a_small_aoi_exports_an_object(kernel_env, tmp_p
     assert 21.81 < lon < 21.845 and 21.665 < lat < 21.697  # inside the AOI plus its buffer, in lon/lat
     for png in ("true_colour.png", "swir.png", "objects.png"):
         assert (out / png).stat().st_size > 10_000
+    # oracle: the exported (most confident) object is a scripted change of its class
+    from shapely.geometry import shape
+
+    from pipeline import get_source, load_aoi
+    from pipeline.grid import reproject_geometry
+
+    site = load_aoi(aoi_path)
+    geom = reproject_geometry(shape(feat["geometry"]), 4326, site.epsg)
+    events = get_source("simulated").truth(site)
+    assert any(e.cls == feat["properties"]["class"] and e.geometry.intersects(geom) for e in events), (
+        f"exported {feat['properties']['class']} matches no scripted change: {[(e.cls, e.start) for e in events]}"
+    )
