@@ -1,19 +1,23 @@
-"""Time series along features of interest: runway profiles, feature medians and step dates.
+"""Time series along features of interest: runway profiles, feature series and step dates.
 
 Plain functions over a :class:`~pipeline.scene.SceneStack` for analysts checking an alert: what
 did this runway (or this change object) look like on every clear date, and when did it step?
 
 * :func:`runway_profile` bins the pixels of an elongated feature (a runway polygon, or a
-  centreline buffered by its ``width_m``) by distance along its long axis and returns, per date and
-  bin, the median clear reflectance, indices and the clear fraction. A resurfaced section shows as
-  a dark step confined to a range of distances.
-* :func:`feature_series` gives one median per date over a whole feature (or any polygon, e.g. a
-  change object's geometry).
-* :func:`flagged_dates` finds steps in such a series with a robust change point (difference of
-  segment medians over a MAD noise scale, binary segmentation), per bin for a profile.
+  centreline buffered by its ``width_m``) by distance along its long axis from the threshold of
+  its lower designator and returns, per date and bin, the clear reflectance (median by default),
+  indices and the clear fraction. A resurfaced stretch shows as a dark step confined to a range
+  of distances; :func:`profile_section` and :meth:`RunwayProfile.stretch` pick it out.
+* :func:`feature_series` gives one value per date and band over a whole feature or any polygon
+  (e.g. a change object's geometry).
+* :func:`flagged_dates` finds steps in either with a robust change point (optimal L1
+  segmentation, medians of segments over a MAD noise scale), bin by bin for a profile.
+* :func:`find_feature` and :func:`feature_window` locate a feature and the small part of the AOI
+  grid around it, so a source reads only that for a long series.
 
 Clear observations come from a named mask strategy (:data:`MASKS`), a callable or an array.
 Reflectance follows the stack's dtype policy: ``(DN - offset) / 10000`` as float32, DN 0 no data.
+Memory: only the feature's pixels are gathered, ``T x B x P x 4`` bytes for P pixels.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import shapely
-from shapely.geometry import LineString, Polygon
+from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from .aoi import AOI, AOIFeature

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from shapely.geometry import Polygon, box
+from shapely.geometry import box
 
 from pipeline.errors import UsageError
 from pipeline.grid import Grid
