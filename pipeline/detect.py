@@ -93,7 +93,8 @@ class DetectParams:
     threshold : str
         Threshold method of the magnitude: ``robust`` (median + ``robust_k`` x 1.4826 x MAD: a
         multiple of the noise, right whatever the size of the change), ``otsu``,
-        ``kittler-illingworth``, ``chi2`` (``irmad_chi2`` only) or ``none`` (only the floor below).
+        ``kittler-illingworth``, ``chi2`` (IR-MAD's chi-square statistic tested at ``chi2_p``,
+        whatever ``magnitude`` is) or ``none`` (only the floor below).
     robust_k : float
         Multiple of the robust standard deviation of the magnitude for ``robust``. Default 6.
     min_cva : float
@@ -143,8 +144,6 @@ class DetectParams:
         valid_thr = ("robust", "otsu", "kittler-illingworth", "chi2", "none")
         if self.threshold not in valid_thr:
             raise UsageError(f"threshold {self.threshold!r}: use one of {', '.join(valid_thr)}")
-        if self.threshold == "chi2" and self.magnitude != "irmad_chi2":
-            raise UsageError("threshold 'chi2' needs magnitude 'irmad_chi2'")
         if not 0.0 <= self.min_clear_fraction <= 1.0:
             raise UsageError(f"min_clear_fraction must be in [0, 1], got {self.min_clear_fraction}")
         if self.min_persistence < 0:
@@ -529,10 +528,18 @@ def detect_stacks(
         deltas = index_deltas(before_c, after_c, bands=params.bands)
 
     with timer("threshold"):
-        vals = magnitude[both & np.isfinite(magnitude)]
-        thr = _threshold(vals, params.threshold, dof=len(params.bands), chi2_p=params.chi2_p, robust_k=params.robust_k) if vals.size else np.inf
+        # the statistic tested: the magnitude, or IR-MAD's chi-square for the chi2 test
+        stat = magnitude
+        if params.threshold == "chi2" and params.magnitude != "irmad_chi2":
+            stat = np.where(both, _mag_chi2(before_c, after_c, params.bands, both, irmad_res), np.nan)
+        vals = stat[both & np.isfinite(stat)]
+        thr = (
+            _threshold(vals, params.threshold, dof=len(params.bands), chi2_p=params.chi2_p, robust_k=params.robust_k)
+            if vals.size
+            else np.inf
+        )
         with np.errstate(invalid="ignore"):
-            changed = both & (magnitude > thr) & (cva_map >= params.min_cva)
+            changed = both & (stat > thr) & (cva_map >= params.min_cva)
         # the CVA level the changed pixels reach: persistence compares single dates against it
         cva_level = max(params.min_cva, float(np.nanpercentile(cva_map[changed], 5)) if changed.any() else params.min_cva)
 

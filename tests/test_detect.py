@@ -222,3 +222,14 @@ def test_simulated_nochange_pair_across_2022_offset_gives_no_objects():
     assert {r.offset for r in res.acquisitions if r.window == "after"} == {1000}
     assert res.objects == (), [(o.cls, o.area_m2) for o in res.objects]
     assert (res.class_map[aoi_mask(aoi, res.grid)] != NODATA_CODE).mean() > 0.95
+
+
+@pytest.mark.parametrize("kw", [dict(threshold="chi2"), dict(threshold="otsu"), dict(magnitude="zscore_cva"), dict(magnitude="irmad_chi2", threshold="chi2")])
+def test_other_magnitudes_and_thresholds_find_the_planted_building(kw):
+    aoi = _aoi()
+    grid = aoi.grid()
+    b = _stack(grid, _dates(date(2024, 3, 1), 3))
+    a = _stack(grid, _dates(date(2025, 5, 1), 3), building=BUILDING)
+    res = detect_stacks(aoi, b, a, params=DetectParams(**kw))
+    assert len(res.objects) == 1 and res.objects[0].cls == "new_structure"
+    assert res.parameters["threshold"] == kw.get("threshold", "robust")
