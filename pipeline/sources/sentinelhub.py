@@ -501,8 +501,10 @@ class SentinelHubSource:
             self.name, len(jobs), T, len(jobs) - len(todo), pu,
         )  # fmt: skip
         if self.dry_run:
-            log.warning("%s: dry run: %d requests, estimated %.3f PU; nothing downloaded", self.name, len(todo), pu)
-            return SceneStack(grid, bands, data, valid, scl, stack_acqs)
+            raise UsageError(
+                f"{self.name}: dry run: reading would take {len(todo)} Process requests, about {pu:.3f} PU; "
+                "nothing was downloaded (drop --dry-run to read the data)"
+            )
         if self.max_pu is not None and pu > self.max_pu:
             raise QuotaError(
                 f"{self.name}: estimated {pu:.3f} PU for {len(todo)} requests exceeds the budget max_pu={self.max_pu:g}; "

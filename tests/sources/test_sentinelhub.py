@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sentinelhub import SHConfig
 
-from pipeline.errors import AuthenticationError, ConfigError, DataError, PipelineError, QuotaError, SourceUnavailable
+from pipeline.errors import AuthenticationError, ConfigError, DataError, PipelineError, QuotaError, SourceUnavailable, UsageError
 from pipeline.scene import ALL_BANDS, BANDS_10M
 from pipeline.sources import get_source
 from pipeline.sources._retry import RetryPolicy
@@ -135,8 +135,9 @@ def test_pu_estimate_dry_run_and_budget(sh_server, tmp_path, tartus, caplog):
     with caplog.at_level("WARNING", logger="pipeline"):
         assert dry.search(tartus, START, END) == acqs
     assert f"would cost about {want:.3f} PU (2 requests)" in caplog.text
-    st = dry.read(tartus, acqs)
-    assert n_process(sh_server) == 0 and not st.valid.any() and not st.data.any()
+    with pytest.raises(UsageError, match=rf"dry run: reading would take 2 Process requests, about {want:.3f} PU"):
+        dry.read(tartus, acqs)
+    assert n_process(sh_server) == 0
     assert dry.last_pu_estimate == pytest.approx(want)
 
     poor = make_source(sh_server, tmp_path, max_pu=0.1)
