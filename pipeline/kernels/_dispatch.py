@@ -227,13 +227,15 @@ def irmad_moments(before, after, mask, mx, my, a, bm, inv_sigma, *, weighted: bo
     return run(before, after, mask)
 
 
-def irmad_transform(before, after, mx, my, a, bm, inv_sigma):
-    """(chi2, p_nochange) (H, W) float32 of every pixel; numpy or lazy dask."""
+def irmad_transform(before, after, mx, my, a, bm, inv_sigma, *, probability: bool = True):
+    """(chi2, p_nochange or None) (H, W) float32 of every pixel; numpy or lazy dask."""
     args = tuple(np.ascontiguousarray(v, np.float64) for v in (mx, my, a, bm, inv_sigma))
+    n_out = 2 if probability else 1
 
     def run(b, a_):
-        out = np.empty((2,) + b.shape[1:], np.float32)
-        _numba.irmad_transform(b, a_, *decode_args(b.dtype, a_.dtype, (0, 0)), *args, out[0], out[1])
+        out = np.empty((n_out,) + b.shape[1:], np.float32)
+        p_out = out[1] if probability else out[0, :1, :1]
+        _numba.irmad_transform(b, a_, *decode_args(b.dtype, a_.dtype, (0, 0)), *args, probability, out[0], p_out)
         return out
 
     if is_dask(before) or is_dask(after):
@@ -244,8 +246,8 @@ def irmad_transform(before, after, mx, my, a, bm, inv_sigma):
             before,
             after,
             dtype=np.float32,
-            chunks=((2,),) + before.chunks[1:],
+            chunks=((n_out,),) + before.chunks[1:],
         )
-        return stacked[0], stacked[1]
+        return stacked[0], (stacked[1] if probability else None)
     out = run(before, after)
-    return out[0], out[1]
+    return out[0], (out[1] if probability else None)

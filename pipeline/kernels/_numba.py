@@ -98,71 +98,83 @@ def cva_direction(before, after, ob, oa, sb, sa, zb, za, mag, cos, ang, dom):
 @njit(inline="always", **SERIAL)
 def _nd(p, q):
     s = p + q
-    if s == 0:
-        return NAN32
-    return (p - q) / s
+    r = (p - q) / s
+    return NAN32 if s == 0 else r
 
 
 @njit(inline="always", **SERIAL)
-def _index_value(code, r0, r1, r2, r3):
-    """Index ``code`` (position in INDICES) from the reflectances of its bands (INDEX_BANDS order)."""
-    if code == 0:  # ndvi: B08, B04
-        return _nd(r0, r1)
-    if code == 1:  # ndbi: B11, B08
-        return _nd(r0, r1)
+def _decode_rows(img, i, need, off, scale, zero_nd, R):
+    """R[b] = reflectance of row i of band b (NaN = no data) for the bands flagged in ``need``."""
+    B = img.shape[0]
+    W = img.shape[2]
+    for b in range(B):
+        if need[b]:
+            row = img[b, i]
+            rr = R[b]
+            for j in range(W):
+                v = row[j]
+                f = (np.float32(v) - off) * scale
+                rr[j] = NAN32 if (zero_nd & (v == 0)) else f
+
+
+@njit(inline="always", **SERIAL)
+def _index_row(code, R, p0, p1, p2, p3, o):
+    """o[j] = index ``code`` (position in INDICES) of decoded rows R (bands in INDEX_BANDS order)."""
+    W = o.shape[0]
+    a0 = R[p0]
+    a1 = R[p1]
+    a2 = R[p2]
+    a3 = R[p3]
     if code == 2:  # bsi: B11, B04, B08, B02
-        return _nd(r0 + r1, r2 + r3)
-    if code == 3:  # dbi: B02, B12, B08, B04
-        return _nd(r0, r1) - _nd(r2, r3)
-    if code == 4:  # mndwi: B03, B11
-        return _nd(r0, r1)
-    # brightness: B02, B03, B04
-    return (r0 + r1 + r2) / np.float32(3.0)
-
-
-@njit(inline="always", **SERIAL)
-def _index_at(img, i, j, code, p, off, scale, zero_nd):
-    v0 = img[p[0], i, j]
-    v1 = img[p[1], i, j]
-    v2 = img[p[2], i, j]
-    v3 = img[p[3], i, j]
-    if zero_nd:
-        n = 4
-        if code == 0 or code == 1 or code == 4:
-            n = 2
-        elif code == 5:
-            n = 3
-        if v0 == 0 or v1 == 0 or (n > 2 and v2 == 0) or (n > 3 and v3 == 0):
-            return NAN32
-    r0 = (np.float32(v0) - off) * scale
-    r1 = (np.float32(v1) - off) * scale
-    r2 = (np.float32(v2) - off) * scale
-    r3 = (np.float32(v3) - off) * scale
-    return _index_value(code, r0, r1, r2, r3)
+        for j in range(W):
+            o[j] = _nd(a0[j] + a1[j], a2[j] + a3[j])
+    elif code == 3:  # dbi: B02, B12, B08, B04
+        for j in range(W):
+            o[j] = _nd(a0[j], a1[j]) - _nd(a2[j], a3[j])
+    elif code == 5:  # brightness: B02, B03, B04
+        third = np.float32(1.0 / 3.0)
+        for j in range(W):
+            o[j] = (a0[j] + a1[j] + a2[j]) * third
+    else:  # ndvi (B08, B04), ndbi (B11, B08), mndwi (B03, B11)
+        for j in range(W):
+            o[j] = _nd(a0[j], a1[j])
 
 
 @njit(**FLAGS)
 def index(img, off, scale, zero_nd, code, p0, p1, p2, p3, out):
     B, H, W = img.shape
-    p = (p0, p1, p2, p3)
+    need = np.zeros(B, np.bool_)
+    need[p0] = True
+    need[p1] = True
+    need[p2] = True
+    need[p3] = True
     for i in prange(H):
-        for j in range(W):
-            out[i, j] = _index_at(img, i, j, code, p, off, scale, zero_nd)
+        R = np.empty((B, W), np.float32)
+        _decode_rows(img, i, need, off, scale, zero_nd, R)
+        _index_row(code, R, p0, p1, p2, p3, out[i])
 
 
 @njit(**FLAGS)
 def index_deltas(before, after, ob, oa, sb, sa, zb, za, codes, pos, out):
     B, H, W = before.shape
     K = codes.shape[0]
+    need = np.zeros(B, np.bool_)
+    for k in range(K):
+        for q in range(4):
+            need[pos[k, q]] = True
     for i in prange(H):
+        RB = np.empty((B, W), np.float32)
+        RA = np.empty((B, W), np.float32)
+        _decode_rows(before, i, need, ob, sb, zb, RB)
+        _decode_rows(after, i, need, oa, sa, za, RA)
+        tb = np.empty(W, np.float32)
         for k in range(K):
             code = codes[k]
-            p = (pos[k, 0], pos[k, 1], pos[k, 2], pos[k, 3])
             o = out[k, i]
+            _index_row(code, RA, pos[k, 0], pos[k, 1], pos[k, 2], pos[k, 3], o)
+            _index_row(code, RB, pos[k, 0], pos[k, 1], pos[k, 2], pos[k, 3], tb)
             for j in range(W):
-                xb = _index_at(before, i, j, code, p, ob, sb, zb)
-                xa = _index_at(after, i, j, code, p, oa, sa, za)
-                o[j] = xa - xb
+                o[j] -= tb[j]
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,8 +413,8 @@ def irmad_moments(before, after, ob, oa, sb, sa, zb, za, mask, use_mask, mx, my,
 
 
 @njit(**FLAGS)
-def irmad_transform(before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, inv_sigma, chi2_out, p_out):
-    """One streaming pass: chi-square statistic and no-change probability of every pixel."""
+def irmad_transform(before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, inv_sigma, with_p, chi2_out, p_out):
+    """One streaming pass: chi-square statistic (and, if ``with_p``, no-change probability) of every pixel."""
     B, H, W = before.shape
     for i in prange(H):
         X = np.empty((B, W), np.float32)
@@ -412,13 +424,12 @@ def irmad_transform(before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, inv_si
         mad = np.empty(W, np.float32)
         chi = chi2_out[i]
         _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi)
-        pr = p_out[i]
         for j in range(W):
-            if bad[j]:
-                chi[j] = NAN32
-                pr[j] = NAN32
-            else:
-                pr[j] = chi2_sf(np.float64(chi[j]), B)
+            chi[j] = NAN32 if bad[j] else chi[j]
+        if with_p:
+            pr = p_out[i]
+            for j in range(W):
+                pr[j] = NAN32 if bad[j] else chi2_sf(np.float64(chi[j]), B)
 
 
 @njit(**FLAGS)

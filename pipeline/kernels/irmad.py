@@ -18,7 +18,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
 from ..errors import UsageError
 from . import _dispatch, _numba
@@ -77,21 +76,26 @@ class IRMADResult:
 
 
 def _cca(S: np.ndarray, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Canonical correlation from a joint (2B, 2B) covariance: (rho desc, a, b), whitening + SVD."""
+    """Canonical correlation from a joint (2B, 2B) covariance: (rho desc, a, b), whitening + SVD.
+
+    numpy's LAPACK only: scipy's threaded triangular solves cost tens of milliseconds per call on
+    a busy machine for these tiny matrices.
+    """
     S11, S22, S12 = S[:B, :B], S[B:, B:], S[:B, B:]
     try:
-        L1 = linalg.cholesky(S11, lower=True)
-        L2 = linalg.cholesky(S22, lower=True)
-    except linalg.LinAlgError as exc:
+        L1 = np.linalg.cholesky(S11)
+        L2 = np.linalg.cholesky(S22)
+    except np.linalg.LinAlgError as exc:
         raise UsageError(
             "IR-MAD: the band covariance of one date is singular over the statistics pixels (a band is "
             "constant or a copy/linear mix of others there); drop that band or widen the mask"
         ) from exc
-    K = linalg.solve_triangular(L1, S12, lower=True)
-    K = linalg.solve_triangular(L2, K.T, lower=True).T
-    U, s, Vt = linalg.svd(K)
-    A = linalg.solve_triangular(L1.T, U, lower=False)
-    Bm = linalg.solve_triangular(L2.T, Vt.T, lower=False)
+    L1i = np.linalg.inv(L1)
+    L2i = np.linalg.inv(L2)
+    K = L1i @ S12 @ L2i.T
+    U, s, Vt = np.linalg.svd(K)
+    A = L1i.T @ U
+    Bm = L2i.T @ Vt.T
     # sign convention: each canonical variate of `before` correlates positively with the band sum
     sd = np.sqrt(np.diag(S11))
     sgn = np.sign((S11 @ A / sd[:, None]).sum(axis=0))
@@ -210,7 +214,8 @@ def irmad(before, after, *, mask=None, max_iter: int = 30, tol: float = 1e-4, sa
         my = my + mz[B:]
         rho, A, Bm = _cca(S, B)
         inv_sigma = 1.0 / np.sqrt(np.maximum(2.0 * (1.0 - rho), 1e-12))
-        log.debug("IR-MAD iteration %d: rho=%s", it, np.array2string(rho, precision=5))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("IR-MAD iteration %d: rho=%s", it, np.array2string(rho, precision=5))
         if rho_prev is not None and np.max(np.abs(rho - rho_prev)) < tol:
             converged = True
             break
@@ -233,7 +238,7 @@ def irmad(before, after, *, mask=None, max_iter: int = 30, tol: float = 1e-4, sa
     )
 
 
-def irmad_transform(before, after, result: IRMADResult, *, out=None) -> tuple:
+def irmad_transform(before, after, result: IRMADResult, *, probability: bool = True, out=None) -> tuple:
     """Apply the transform of ``result`` to a (possibly other) pair: one streaming pass.
 
     Use it to process a large pair blockwise: :func:`irmad` on a sample (or a few windows), then
@@ -244,13 +249,19 @@ def irmad_transform(before, after, result: IRMADResult, *, out=None) -> tuple:
     before, after : (B, H, W) uint16 or float32
         Same bands (and the same DN offsets convention) as the pair ``result`` was computed on.
     result : IRMADResult
+    probability : bool
+        Also compute ``p_nochange`` (one chi-square survival function per pixel, the costly part
+        of the pass). Without it, threshold ``chi2`` directly: ``p_nochange > p`` is
+        ``chi2 < chi2_threshold(dof=B, alpha=p)``.
     out : (2, H, W) float32, optional
-        Preallocated ``(chi2, p_nochange)``.
+        Preallocated ``(chi2, p_nochange)`` (plane 1 unused without ``probability``).
 
     Returns
     -------
-    chi2, p_nochange : (H, W) float32
+    chi2 : (H, W) float32
         As in :class:`IRMADResult`; NaN where no data.
+    p_nochange : (H, W) float32 or None
+        None when ``probability`` is False.
     """
     before, after = check_pair(before, after)
     if before.shape[0] != result.n_bands:
@@ -262,10 +273,13 @@ def irmad_transform(before, after, result: IRMADResult, *, out=None) -> tuple:
         out = check_out(out, (2,) + tuple(before.shape[1:]))
         dec = _dispatch.decode_args(before.dtype, after.dtype, (0, 0))
         _numba.irmad_transform(
-            before, after, *dec, result.mean_before, result.mean_after, result.a, result.b, inv_sigma, out[0], out[1]
+            before, after, *dec, result.mean_before, result.mean_after, result.a, result.b, inv_sigma,
+            bool(probability), out[0], out[1],
         )
-        return out[0], out[1]
-    return _dispatch.irmad_transform(before, after, result.mean_before, result.mean_after, result.a, result.b, inv_sigma)
+        return out[0], (out[1] if probability else None)
+    return _dispatch.irmad_transform(
+        before, after, result.mean_before, result.mean_after, result.a, result.b, inv_sigma, probability=bool(probability)
+    )
 
 
 def _masked(img, mask):

@@ -173,5 +173,8 @@ def test_transform_applies_to_blocks_and_other_pairs():
     assert chi_bot.base is out or chi_bot is out[0]
     np.testing.assert_array_equal(np.vstack([chi_top, chi_bot]), r.chi2)
     np.testing.assert_array_equal(np.vstack([p_top, p_bot]), r.p_nochange)
+    chi_only, none = irmad_transform(b, a, r, probability=False)
+    assert none is None
+    np.testing.assert_array_equal(chi_only, r.chi2)
     with pytest.raises(UsageError, match="4 bands"):
         irmad_transform(b[:3], a[:3], r)
