@@ -211,7 +211,7 @@ def _clear_window(stack: SceneStack, window: tuple[slice, slice], mask) -> np.nd
 
 
 def find_feature(aoi: AOI, name: str, *, epsg: int | None = None) -> tuple[AOIFeature, BaseGeometry]:
-    """A feature of interest by name (``"runway 01L/19R"``) or designator (``"01L/19R"``).
+    """A feature of interest by name (``"runway 01L/19R"``), designator (``"01L/19R"``) or one end (``"19R"``).
 
     Parameters
     ----------
@@ -236,8 +236,9 @@ def find_feature(aoi: AOI, name: str, *, epsg: int | None = None) -> tuple[AOIFe
     key = name.strip().lower()
     for f, geom in aoi.features_in(epsg or aoi.epsg):
         candidates = {f.name.lower()}
-        if f.properties.get("designator"):
-            candidates.add(str(f.properties["designator"]).lower())
+        designator = str(f.properties.get("designator") or "").lower()
+        if designator:
+            candidates |= {designator, *designator.split("/")}
         if key in candidates:
             return f, geom
     names = ", ".join(repr(f.name) for f in aoi.features) or "none"

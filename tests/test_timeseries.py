@@ -13,7 +13,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from shapely.geometry import box
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import Polygon, box
 from shapely.affinity import rotate
 
 from pipeline.aoi import AOI, AOIFeature
@@ -399,3 +401,33 @@ def test_stat_mean_moves_with_part_of_a_feature():
     np.testing.assert_allclose(prof.band("B04")[REPAIR_T + 1 :, 3:6], 0.05, atol=0.003)
     with pytest.raises(ValueError, match="unknown stat 'mode'; use one of median, mean"):
         feature_series(stack, aoi, part, stat="mode")
+
+
+@settings(max_examples=25, deadline=None)
+@given(bearing=st.floats(min_value=3.0, max_value=177.0), flip_digitising=st.booleans())
+def test_distance_zero_is_the_lower_designator_threshold(bearing, flip_digitising):
+    """Any orientation: a marker at the threshold of runway ``k`` (heading 10 k) lands in bin 0,
+    and ``along(stretch(a, b)) == (a, b)``."""
+    k = min(max(int(round(bearing / 10.0)), 1), 18)
+    u = np.array([np.sin(np.radians(bearing)), np.cos(np.radians(bearing))])
+    n = np.array([-u[1], u[0]])
+    c = np.array([X0, Y0])
+    ends = [c - 300 * u, c + 300 * u]
+    if flip_digitising:
+        ends = ends[::-1]
+    rw = Polygon([tuple(ends[0] - 20 * n), tuple(ends[1] - 20 * n), tuple(ends[1] + 20 * n), tuple(ends[0] + 20 * n)])
+    aoi = _aoi(rw, designator=f"{k:02d}/{k + 18:02d}")
+    grid = aoi.grid(buffer_m=60)
+    H, W = grid.shape
+    rr, cc = np.mgrid[0:H, 0:W]
+    x, y = grid.xy(rr, cc)
+    threshold = c - 300 * u  # aircraft on runway k fly heading ~10 k from here
+    refl = np.where(np.hypot(x - threshold[0], y - threshold[1]) < 80, 0.5, 0.2)  # most of bin 0 (0-100 m)
+    data = np.round(refl * 10000).astype(np.uint16)[None, None].repeat(len(BANDS), axis=1)
+    acq = (Acquisition(id="a", time=datetime(2024, 1, 1, tzinfo=timezone.utc)),)
+    stack = SceneStack(grid, BANDS, data, np.ones((1, H, W), bool), None, acq)
+    prof = runway_profile(stack, aoi, f"{k + 18:02d}", bins=6)  # either end's designator finds it
+    b = prof.band("B02")[0]
+    assert b[0] > 0.35 and b[-1] == pytest.approx(0.2, abs=1e-3)
+    assert prof.origin == pytest.approx(tuple(threshold), abs=1.0)
+    assert prof.along(prof.stretch(120, 480)) == pytest.approx((120, 480), abs=1e-6)
