@@ -140,7 +140,7 @@ def date_params(aoi: AOI, d: date, *, seed: int, start: date, revisit_days: int,
     else:
         sd, lim = 0.18, 0.5
     shift = tuple(float(v) for v in np.clip(rng.normal(0.0, sd, 2), -lim, lim))
-    nstart = rng.integers(0, 1 << 22, size=10)
+    nstart = rng.integers(0, 1 << 32, size=10)
     swath = (float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(-0.3, 0.4))) if rng.random() < nodata_rate else None
     return DateParams(
         day=d, index=k, time=t, platform=platform, cloud=cloud,

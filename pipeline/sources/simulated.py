@@ -42,7 +42,6 @@ from ._simrender import (
     TEX_N,
     compose,
     coverage,
-    noise_bank,
     rasterize_labels,
     material_code,
     render_date,
@@ -316,13 +315,12 @@ class SimulatedSource:
         cirrus_refl = spectrum("cirrus", bands)
         shadow_k = np.array([0.5 + 0.2 * min(1.0, (WAVELENGTH_NM[b] - 490) / 400) for b in bands], np.float32)
         sigma = np.array([0.0032 if b in BANDS_10M else 0.0024 for b in bands], np.float32)
-        bank = noise_bank(self.seed)
         for i, acq in enumerate(acqs):
             p = self._params(aoi, acq.date)
             g10, g20 = self._ground(aoi, base, p)
             alpha, cirrus, shadow, marked = cloud_fields(self.seed, p, base.grid20)
             render_date(g10, g20, src, is20, (p.shift[0], p.shift[1]), alpha, cirrus, shadow,
-                        p.gain[bidx], p.haze[bidx], cloud_refl * p.cloud_gain, cirrus_refl, shadow_k, sigma, bank,
+                        p.gain[bidx], p.haze[bidx], cloud_refl * p.cloud_gain, cirrus_refl, shadow_k, sigma,
                         p.nstart[bidx], acq.offset, data[i])
             s20 = scl20(g20, alpha, cirrus, shadow, marked)
             scl[i] = np.repeat(np.repeat(s20, 2, axis=0), 2, axis=1)[:H, :W]

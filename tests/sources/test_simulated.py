@@ -474,7 +474,7 @@ def test_render_kernel_matches_a_plain_numpy_oracle():
     for offset in (0, 1000):
         out = np.empty((nb, H, W), np.uint16)
         render_date(g10, g20, src_idx, is20, (dy, dx), alpha, cirrus, shadow, gain, haze, cref, cirr, shk,
-                    np.zeros(nb, np.float32), None, np.arange(nb) * 977, offset, out)
+                    np.zeros(nb, np.float32), np.arange(nb) * 977, offset, out)
         want = np.clip(np.floor(expect * 10000 + offset + 0.5), 1, 65535)
         assert np.abs(out.astype(float) - want).max() <= 1
     # noise: zero mean, the requested standard deviation, independent between bands
@@ -484,7 +484,7 @@ def test_render_kernel_matches_a_plain_numpy_oracle():
     out = np.empty((2, 200, 200), np.uint16)
     one = np.ones(2, np.float32)
     render_date(flat, flat20, [0, 0], [False, False], (0.0, 0.0), z, z, z, one, 0 * one, one, one, one,
-                np.array([0.004, 0.004], np.float32), None, np.array([11, 99999]), 0, out)
+                np.array([0.004, 0.004], np.float32), np.array([11, 99999]), 0, out)
     noise = (out.astype(float) - 3000) / 10000
     assert abs(noise.mean()) < 2e-4 and 0.0036 < noise[0].std() < 0.0044
     assert abs(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]) < 0.05
