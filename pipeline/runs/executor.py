@@ -61,6 +61,14 @@ def _import_distributed():
         raise MissingOptionalDependency(
             "the dask executor needs dask.distributed: pip install 's2watch[dask]'"
         ) from exc
+    # distributed installs its own stderr handler at import; route its records through the
+    # handlers the CLI configured instead (plain or JSON lines), warnings only unless debugging
+    dlog = logging.getLogger("distributed")
+    for h in list(dlog.handlers):
+        dlog.removeHandler(h)
+    dlog.propagate = True
+    if not logging.getLogger("pipeline").isEnabledFor(logging.DEBUG):
+        dlog.setLevel(logging.WARNING)
     return distributed
 
 
@@ -93,7 +101,8 @@ class DaskExecutor:
         try:
             if scheduler is None:
                 self._cluster = distributed.LocalCluster(
-                    n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+                    n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address=None, scheduler_kwargs={"dashboard": False}, silence_logs=logging.WARNING,
                 )
                 self.client = distributed.Client(self._cluster, timeout=timeout)
             else:

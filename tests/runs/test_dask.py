@@ -157,3 +157,27 @@ def test_dask_cluster_gives_the_serial_outputs(cluster, tmp_path, monkeypatch, c
                 assert snap1[part] == snap2[part], part
             pids = {r["pid"] for r in s2.runs(aoi)}
         assert os.getpid() not in pids  # the work ran in the worker processes
+
+
+@pytest.mark.dask
+def test_local_cluster_without_scheduler_and_json_logs_stay_json(tmp_path):
+    """``--executor dask`` alone starts (and stops) a LocalCluster; distributed's own log lines
+    must not break ``--log-json`` (one JSON object per line, for schedulers)."""
+    pytest.importorskip("distributed", reason="dask.distributed is not installed: pip install 's2watch[dask]'")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(FAST_TOML)
+    tiny = tmp_path / "tiny-quay.geojson"
+    tiny.write_text(json.dumps(TINY))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S2WATCH_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli.main", "--log-json", "--config", str(cfg), "run", str(tiny),
+         "--executor", "dask", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tiny-quay: ok, 4 new acquisition(s)" in proc.stdout
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    bad = [x for x in lines if not x.startswith("{")]
+    assert bad == [], bad[:5]
+    assert all(json.loads(x)["level"] for x in lines)
+    assert (tmp_path / "o" / "tiny-quay" / "manifest.json").is_file()
