@@ -528,7 +528,6 @@ def run_monitor(aois: Sequence[str], cfg: Config, *, run_id: str | None = None, 
     logged, never fatal.
     """
     from .executor import get_executor
-    from .notify import notify
 
     run_id = run_id or new_run_id()
     own = executor is None
@@ -549,12 +548,29 @@ def run_monitor(aois: Sequence[str], cfg: Config, *, run_id: str | None = None, 
         if isinstance(res, BaseException):
             res = AOIOutcome(str(name), run_id, "failed", error=f"{type(res).__name__}: {res}")
         outcomes.append(res)
-    alerts: dict[str, dict] = {}
+    return RunSummary(run_id, tuple(outcomes), _send_alerts(outcomes, cfg, run_id))
+
+
+def _send_alerts(outcomes: Sequence[AOIOutcome], cfg: Config, run_id: str) -> dict[str, dict[int, bool]]:
+    """Post one summary per AOI with new confirmed change to every webhook, up to 8 at a time, so
+    a dead webhook costs one per-URL bound (timeout x attempts + backoff), not one per AOI."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .notify import notify
+
+    jobs = []
     for o in outcomes:
-        if o.new_confirmed and cfg.notify:
+        if o.new_confirmed:
             summary = {"aoi": o.aoi, "aoi_name": o.aoi_name, "run_id": run_id, "report": o.report, "changes": list(o.new_confirmed)}
-            alerts[o.aoi] = {
-                i: notify(u, summary, fmt=cfg.notify_format, timeout_s=cfg.notify_timeout_s, retries=cfg.notify_retries)
-                for i, u in enumerate(cfg.notify)
-            }
-    return RunSummary(run_id, tuple(outcomes), alerts)
+            jobs += [(o.aoi, i, u, summary) for i, u in enumerate(cfg.notify)]
+    alerts: dict[str, dict[int, bool]] = {}
+    if not jobs:
+        return alerts
+    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
+        futs = [
+            (aoi, i, pool.submit(notify, u, s, fmt=cfg.notify_format, timeout_s=cfg.notify_timeout_s, retries=cfg.notify_retries))
+            for aoi, i, u, s in jobs
+        ]
+        for aoi, i, fut in futs:
+            alerts.setdefault(aoi, {})[i] = bool(fut.result())
+    return alerts

@@ -211,3 +211,25 @@ def test_new_confirmed_change_is_posted_once_and_fails_on_change(tmp_path):
     grid = load_aoi(AOI).grid()
     lon, lat = grid.lonlat(*[np.array([(s.start + s.stop - 1) / 2]) for s in STRUCTURE])
     assert change["lon"] == pytest.approx(float(lon[0]), abs=2e-4) and change["lat"] == pytest.approx(float(lat[0]), abs=2e-4)
+
+
+def test_alerts_to_a_dead_webhook_are_sent_in_parallel_and_never_fatal(tmp_path):
+    import socket
+    import time
+
+    from pipeline.runs.monitor import AOIOutcome, _send_alerts
+
+    with socket.socket() as s:  # accepts connections (backlog) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+        change = {"id": "x", "class": "earthworks", "status": "confirmed", "confidence": 0.9, "area_m2": 1000.0,
+                  "feature": None, "first_seen": "2024-09-01", "last_seen": "2024-09-06", "lon": 35.0, "lat": 34.0}
+        outcomes = [AOIOutcome(f"aoi-{i}", "r", "ok", new_confirmed=(change,)) for i in range(6)]
+        outcomes.append(AOIOutcome("quiet", "r", "ok"))
+        cfg = Config(output_root=tmp_path, notify=(url,), notify_timeout_s=0.5, notify_retries=0)
+        t0 = time.monotonic()
+        alerts = _send_alerts(outcomes, cfg, "r")
+        took = time.monotonic() - t0
+    assert alerts == {f"aoi-{i}": {0: False} for i in range(6)}
+    assert took < 6 * 0.5  # concurrent, not one timeout after another
