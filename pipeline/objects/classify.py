@@ -113,6 +113,9 @@ class ClassifyThresholds:
         Largest B08 reflectance (0-1) of open water; with MNDWI > 0 a surface looks like water. 0.15.
     vegetated_ndvi_min : float
         Smallest NDVI of the vegetated side (after for growth, before for loss). 0.25.
+    thin_width_m : float
+        Objects whose minimum rotated rectangle is at most this wide (metres; 3 pixels) skip the
+        rectangularity test: rasterised thin rotated shapes are staircases. 30.
     """
 
     brightness_min: float = 0.03
@@ -132,6 +135,7 @@ class ClassifyThresholds:
     builtup_swir_vis_max: float = 1.35
     water_nir_max: float = 0.15
     vegetated_ndvi_min: float = 0.25
+    thin_width_m: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,10 @@ def classify_rules(
     rect = _get(props, "rectangularity") or 0.0
     solid = _get(props, "solidity") or 0.0
     orient = _get(props, "orientation_deg")
+    width = _get(props, "width_m")
+    # a rotated shape a few pixels wide rasterises into a staircase whose rectangularity says
+    # nothing about the object: only wider objects are held to it
+    rect_ok = rect >= t.structure_rectangularity_min or (width is not None and width <= t.thin_width_m)
 
     meas: dict[str, Any] = {k: _r(_get(props, k)) for k in _MEASURE_KEYS if _get(props, k) is not None}
     for k in ("before_swir_vis", "after_swir_vis", "d_swir_vis", "d_swir", "before_ndvi", "after_ndvi", "before_mndwi", "after_mndwi"):
@@ -368,9 +376,7 @@ def classify_rules(
         filled = dW < 0 and bool(wet_before) and wet_after is not None and not wet_after
         if has_water and filled and after_sv is not None:
             # water became land: what replaced it decides (ports: quays built, land reclaimed)
-            shape_ok = (
-                _get(props, "rectangularity") or 0.0
-            ) >= t.structure_rectangularity_min and (_get(props, "solidity") or 0.0) >= t.structure_solidity_min
+            shape_ok = rect_ok and solid >= t.structure_solidity_min
             conf = 0.45 + 0.3 * _ramp(absW, t.mndwi_min, 3 * t.mndwi_min)
             if after_sv <= t.builtup_swir_vis_max and shape_ok:
                 return done(
@@ -401,11 +407,7 @@ def classify_rules(
         variant = "growth" if dN > 0 else "loss"
         return done("vegetation", variant, conf, f"NDVI {'rose' if dN > 0 else 'fell'} by {absN:.2f}, the dominant index change")
 
-    compact = (
-        elong <= t.structure_elongation_max
-        and rect >= t.structure_rectangularity_min
-        and solid >= t.structure_solidity_min
-    )
+    compact = elong <= t.structure_elongation_max and rect_ok and solid >= t.structure_solidity_min
     built_signs = []  # signs that the surface became more built-up (positive) or less (negative)
     if d_sv is not None and abs(d_sv) >= t.swir_vis_drop:
         built_signs.append(("swir_vis", -1 if d_sv > 0 else 1))
