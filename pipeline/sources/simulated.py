@@ -112,8 +112,11 @@ def _as_date(d) -> date:
 
 
 _LOCK = threading.RLock()
-_CACHES: dict[int, tuple[dict, dict, OrderedDict]] = {}
-"""Per seed: layouts, scripted events and base renderings (at most four grids, LRU)."""
+_CACHES: dict[int, tuple[dict, dict]] = {}
+"""Per seed: layouts and scripted events (small)."""
+_BASES: OrderedDict = OrderedDict()
+"""Base renderings keyed by (seed, AOI, grid): at most :data:`MAX_CACHED_BASES`, least recently used out."""
+MAX_CACHED_BASES = 4
 
 
 class _Base:
@@ -173,15 +176,15 @@ class SimulatedSource:
         if ignored:
             log.debug("simulated source ignores options %s", sorted(ignored))
         # caches shared by all instances with this seed (get_source() builds a new instance per call)
-        self._layouts, self._events, self._bases = _CACHES.setdefault(self.seed, ({}, {}, OrderedDict()))
+        self._layouts, self._events = _CACHES.setdefault(self.seed, ({}, {}))
 
     def __getstate__(self) -> dict:
         # pickled for process/dask workers: send the settings, never the (large) caches
-        return {k: v for k, v in self.__dict__.items() if k not in ("_layouts", "_events", "_bases")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_layouts", "_events")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._layouts, self._events, self._bases = _CACHES.setdefault(self.seed, ({}, {}, OrderedDict()))
+        self._layouts, self._events = _CACHES.setdefault(self.seed, ({}, {}))
 
     def __repr__(self) -> str:
         return (f"SimulatedSource(seed={self.seed}, revisit_days={self.revisit_days}, start={self.start}, "
@@ -356,15 +359,15 @@ class SimulatedSource:
     # rendering
 
     def _base(self, aoi: AOI, grid: Grid) -> _Base:
-        key = (aoi.id, aoi.digest, aoi.geometry.wkb, grid)
+        key = (self.seed, aoi.id, aoi.digest, aoi.geometry.wkb, grid)
         with _LOCK:
-            if key in self._bases:
-                self._bases.move_to_end(key)
-                return self._bases[key]
+            if key in _BASES:
+                _BASES.move_to_end(key)
+                return _BASES[key]
             b = self._render_base(aoi, grid)
-            self._bases[key] = b
-            while len(self._bases) > 4:
-                self._bases.popitem(last=False)
+            _BASES[key] = b
+            while len(_BASES) > MAX_CACHED_BASES:
+                _BASES.popitem(last=False)
             return b
 
     def _render_base(self, aoi: AOI, grid: Grid) -> _Base:
