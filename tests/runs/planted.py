@@ -9,7 +9,8 @@ vegetated) everywhere, with 40 fixed darker or brighter rectangles (buildings, r
   date only (a parked ship / aircraft shadow), must never be reported;
 - ``CLOUDY_DATE`` 2024-09-18: the whole scene cloudy (SCL 9, reflectance 0.6), must be skipped;
 - from ``STRUCTURE_FROM`` 2024-09-23 on: a 12 x 12 px bright ``ROOF`` at ``STRUCTURE``,
-  seen 09-23, 09-28, 10-03, 10-08: candidate on 09-23, confirmed on 09-28, then persisting.
+  seen 09-23, 09-28, 10-03, 10-08: candidate on 09-23, confirmed on 09-28, then persisting
+  (``structure_until`` removes it again after that date: the change is then ``gone``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def _overlaps(rect, sl, margin=4):
 class PlantedSource:
     name = "planted"
 
-    def __init__(self, dates=None):
+    def __init__(self, dates=None, *, structure_until: date | None = None):
         self.dates = sorted(dates or (REFERENCE + MONITORED))
+        self.structure_until = structure_until  # last date the roof stands (None: stays)
         self.reads = 0  # acquisitions read, to check that a rerun does no image work
 
     def search(self, aoi, start, end, *, max_cloud=None):
@@ -81,7 +83,7 @@ class PlantedSource:
             r = base + np.random.default_rng(d.toordinal()).normal(0, 0.004, base.shape).astype(np.float32)
             if d == TRANSIENT_DATE:
                 r[(slice(None), *TRANSIENT)] = vessel
-            if d >= STRUCTURE_FROM:
+            if d >= STRUCTURE_FROM and (self.structure_until is None or d <= self.structure_until):
                 r[(slice(None), *STRUCTURE)] = roof
             if d == CLOUDY_DATE:
                 r[:] = 0.6

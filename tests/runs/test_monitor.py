@@ -233,3 +233,15 @@ def test_alerts_to_a_dead_webhook_are_sent_in_parallel_and_never_fatal(tmp_path)
         took = time.monotonic() - t0
     assert alerts == {f"aoi-{i}": {0: False} for i in range(6)}
     assert took < 6 * 0.5  # concurrent, not one timeout after another
+
+
+def test_confirmed_change_that_disappears_is_gone_and_stays_in_the_outputs(tmp_path):
+    src = PlantedSource(structure_until=date(2024, 9, 28))  # demolished before 10-03
+    run_monitor([AOI], make_cfg(tmp_path, date(2024, 10, 10)), source=src)
+    with State(tmp_path / "state.sqlite") as st:
+        (obj,) = st.objects(AOI)
+        hist = [h["status"] for h in st.history(AOI)[obj.id]]
+    assert (obj.status, obj.first_seen, obj.last_seen) == ("gone", STRUCTURE_FROM.isoformat(), "2024-09-28")
+    assert hist == ["candidate", "confirmed", "gone"]
+    geo = json.loads((tmp_path / AOI / "changes.geojson").read_text())
+    assert [(f["properties"]["id"], f["properties"]["status"]) for f in geo["features"]] == [(obj.id, "gone")]
