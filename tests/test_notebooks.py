@@ -152,7 +152,20 @@ def _text(outputs) -> str:
 def test_runway_notebook_flags_the_simulated_resurfacing(kernel_env, tmp_path):
     from pipeline import get_source, load_aoi
 
+    from pipeline.objects.model import ChangeObject
+    from pipeline.runs.state import State
+    from pipeline.timeseries import find_feature
+
     out = tmp_path / "out"
+    # a monitoring state holding one tracked object covering the runway
+    site = load_aoi("maaten-al-sarra")
+    _, runway_geom = find_feature(site, "01L/19R")
+    tracked = ChangeObject(
+        "maaten-al-sarra-planted01", runway_geom, "runway_repair", 0.9, runway_geom.area, "runway 01L/19R",
+        "2024-06-01/2024-08-31", "2025-03-01/2025-03-31", status="confirmed", first_seen="2025-03-05", last_seen="2025-05-01",
+    )
+    with State(tmp_path / "state.sqlite") as state:
+        state.save_objects("maaten-al-sarra", [tracked])
     # every scripted change starts in 2024-09-01..2025-04-30: this period brackets it with clear dates
     params = {
         "aoi": "maaten-al-sarra",
@@ -161,13 +174,13 @@ def test_runway_notebook_flags_the_simulated_resurfacing(kernel_env, tmp_path):
         "start": "2024-06-01",
         "end": "2025-07-31",
         "out_dir": str(out),
+        "state_db": str(tmp_path / "state.sqlite"),
     }
     nb, outputs = _run("runway_timeseries.ipynb", params, tmp_path)
     assert _images(outputs) >= 4  # profiles, section series, indices, before/after
     assert (out / "profile.png").stat().st_size > 10_000 and (out / "before_after.png").is_file()
     steps = json.loads((out / "steps.json").read_text())
     # oracle: the simulated archive's own script for this runway
-    site = load_aoi("maaten-al-sarra")
     (event,) = [e for e in get_source("simulated").truth(site) if e.cls == "runway_repair" and e.feature == "runway 01L/19R"]
     bright = [s for s in steps if s["signal"] == "brightness"]
     assert any(
@@ -177,6 +190,7 @@ def test_runway_notebook_flags_the_simulated_resurfacing(kernel_env, tmp_path):
     ), f"no brightness step brackets the repair of {event.start}: {bright}"
     text = _text(outputs)
     assert "dates cloudy over the runway" in text and "resurfaced" in text  # cloudy dates and the truth table
+    assert "maaten-al-sarra-planted01" in text and "confirmed" in text and "1 object(s) tracked by monitoring" in text
 
 
 @pytest.mark.slow
