@@ -185,6 +185,8 @@ def _airbase(lay: Layout, rng, feats) -> None:
             best = (score, s)
     s = best[1]
 
+    for r in runways:  # graded runway strips, then the pavements
+        lay.add(oriented_rect(*r.centre, r.u, r.length + 120, r.width + 110), "graded")
     for r in runways:
         lay.add(r.polygon, rwy_mat[r.surface])
 

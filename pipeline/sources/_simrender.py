@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from scipy import ndimage
 from rasterio import features as rio_features
 from affine import Affine
 
@@ -50,6 +51,7 @@ SPECTRA: dict[str, tuple[float, ...]] = {
     "roof_blue":     (0.160, 0.150, 0.110, 0.105, 0.105, 0.106, 0.108, 0.110, 0.100, 0.085),
     "shelter":       (0.205, 0.250, 0.310, 0.340, 0.356, 0.368, 0.380, 0.392, 0.430, 0.388),
     "compacted":     (0.250, 0.325, 0.415, 0.445, 0.462, 0.476, 0.490, 0.505, 0.548, 0.486),
+    "graded":        (0.238, 0.310, 0.392, 0.420, 0.438, 0.452, 0.465, 0.480, 0.530, 0.470),
     "compound":      (0.232, 0.292, 0.360, 0.388, 0.405, 0.420, 0.432, 0.446, 0.500, 0.452),
     "disturbed":     (0.150, 0.215, 0.320, 0.372, 0.402, 0.426, 0.446, 0.470, 0.625, 0.585),
     "berm":          (0.120, 0.178, 0.272, 0.322, 0.350, 0.372, 0.392, 0.414, 0.570, 0.540),
@@ -264,8 +266,13 @@ def rasterize_labels(shapes, grid: Grid, ss: int) -> np.ndarray:
     return rio_features.rasterize(shapes, out_shape=shape, transform=fine, fill=0, dtype="uint8")
 
 
-def coverage(geom, grid: Grid, *, ss: int = 4) -> tuple[int, int, np.ndarray] | None:
-    """Fractional cover of ``geom`` on the pixels of ``grid`` within its bounding window.
+SENSOR_BLUR_PX = 0.45
+"""Gaussian sigma (pixels) of the sensor's point spread: S2 edges are soft, not box-filtered."""
+
+
+def coverage(geom, grid: Grid, *, ss: int = 4, blur: float = SENSOR_BLUR_PX) -> tuple[int, int, np.ndarray] | None:
+    """Fractional cover of ``geom`` on the pixels of ``grid`` within its bounding window,
+    blurred by the sensor's point spread (``blur`` pixels; 0 for none).
 
     Returns
     -------
@@ -274,16 +281,18 @@ def coverage(geom, grid: Grid, *, ss: int = 4) -> tuple[int, int, np.ndarray] | 
     if geom is None or geom.is_empty:
         return None
     win = grid.to_window(geom.bounds)
-    r0 = max(0, int(win.row_off) - 1)
-    c0 = max(0, int(win.col_off) - 1)
-    r1 = min(grid.height, int(win.row_off + win.height) + 1)
-    c1 = min(grid.width, int(win.col_off + win.width) + 1)
+    r0 = max(0, int(win.row_off) - 2)
+    c0 = max(0, int(win.col_off) - 2)
+    r1 = min(grid.height, int(win.row_off + win.height) + 2)
+    c1 = min(grid.width, int(win.col_off + win.width) + 2)
     if r1 <= r0 or c1 <= c0:
         return None
     sub = grid.window(r0, c0, r1 - r0, c1 - c0)
     lab = rasterize_labels([(geom, 1)], sub, ss)
     h, w = r1 - r0, c1 - c0
     frac = lab.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)
+    if blur > 0:
+        frac = ndimage.gaussian_filter(frac, blur, mode="constant", truncate=3.0)
     if not frac.any():
         return None
     return r0, c0, frac
@@ -348,6 +357,8 @@ def compose(labels: np.ndarray, ss: int, natural: np.ndarray, nat_vfrac: np.ndar
     wf = np.empty((H, W), dtype=np.float32)
     codes = [material_code(m) for m in WATER_MATERIALS]
     _k_compose(labels, ss, natural, nat_vfrac, spec_table(bands), mod, out, vf, wf, min(codes), max(codes))
+    for b in range(B):  # sensor point spread
+        ndimage.gaussian_filter(out[b], SENSOR_BLUR_PX, output=out[b], mode="nearest", truncate=3.0)
     return out, vf, wf
 
 
