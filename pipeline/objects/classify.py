@@ -363,7 +363,6 @@ def classify_rules(
 
     # 2. water ---------------------------------------------------------------------------------
     if dW is not None and absW >= t.mndwi_min and absW >= absN:
-        before_w, after_w = der.get("before_mndwi"), der.get("after_mndwi")
         wet_before, wet_after = der.get("before_water"), der.get("after_water")
         if wet_before is not None or wet_after is not None:
             # the side that gained MNDWI must look like water: MNDWI > 0 and dark in the NIR
