@@ -3,8 +3,9 @@
 The stage, in order::
 
     change_mask --clean_mask--> label_regions --region_table--> classify_region --> ChangeObject
-                                      \\--polygons (vectorise)--/        ^
-                                       feature_context (AOI runways, aprons ...)
+                                      |                           ^
+                                      +-- feature_context --------+  (context: runways, aprons ...)
+                                      +-- polygons (vectorise) ------------------> geometry
 
 :func:`extract_objects` runs it all; :mod:`.track` gives stable ids and the monitoring
 lifecycle across runs.
@@ -22,7 +23,8 @@ import numpy as np
 from ..aoi import AOI
 from ..errors import UsageError
 from ..grid import Grid
-from .classify import CLASSIFIERS, ClassifyThresholds, RegionContext, classify_region, feature_context, get_classifier
+from .classify import CLASSIFIERS, ClassifyThresholds, classify_region, get_classifier
+from .context import RegionContext, feature_context
 from .label import clean_mask, label_regions, region_table
 from .model import CHANGE_CLASSES, CLASS_CODES, CLASS_COLOURS, NO_CHANGE_CODE, NODATA_CODE, ChangeObject
 from .track import match, object_id, unique_ids, update_lifecycle

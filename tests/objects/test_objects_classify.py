@@ -9,15 +9,8 @@ import pytest
 from shapely.geometry import LineString, box
 
 from objects_planted import CX, CY, RUNWAY_AZ, burn, on_axis, rotated_rect
-from pipeline.objects.classify import (
-    CLASSIFIERS,
-    ClassifyThresholds,
-    RegionContext,
-    angle_difference,
-    classify_region,
-    feature_axis_deg,
-    feature_context,
-)
+from pipeline.objects.classify import CLASSIFIERS, ClassifyThresholds, classify_region
+from pipeline.objects.context import RegionContext, angle_difference, feature_axis_deg, feature_context
 
 SAND = {"B02": 0.20, "B03": 0.28, "B04": 0.36, "B08": 0.40, "B11": 0.52, "B12": 0.45}
 ROOF = {"B02": 0.45, "B03": 0.47, "B04": 0.48, "B08": 0.50, "B11": 0.46, "B12": 0.40}
