@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 from affine import Affine
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -47,6 +48,7 @@ COMBOS: dict[str, tuple[str, str, str]] = {"true": TRUE_COLOUR, "swir": SWIR_FAL
 (fresh asphalt near black, bare soil and new concrete bright, vegetation green)."""
 
 DEFAULT_PERCENTILES = (2.0, 98.0)
+_CLEAR_CMAP = ListedColormap(["0.45", "white"], name="clear")
 
 
 def class_colour(cls: str) -> tuple[float, float, float, float]:
@@ -231,7 +233,7 @@ def show_clear(
     idx = np.unique(np.linspace(0, T - 1, min(T, max_panels)).round().astype(int))
     fig, axes = _new_axes(len(idx), figsize=figsize or (2.2 * min(ncols, len(idx)), 2.4 * -(-len(idx) // ncols)), ncols=min(ncols, len(idx)))
     for ax, t in zip(axes, idx):
-        ax.imshow(clear[t], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(clear[t], cmap=_CLEAR_CMAP, vmin=0, vmax=1, interpolation="nearest")
         frac = float(fractions[t]) if fractions is not None else float(clear[t].mean())
         ax.set_title(f"{dates[t]:%Y-%m-%d}\n{100 * frac:.0f}% clear", fontsize=8)
         ax.set_xticks([])

@@ -230,3 +230,13 @@ def test_show_outline_draws_any_polygon_and_keeps_the_view():
     assert line.get_label() == "truth" and line.get_linestyle() == "--"
     assert (ax.get_xlim(), ax.get_ylim()) == lims
     _png(fig)
+
+
+def test_show_clear_colours_masked_grey_and_clear_white():
+    clear = np.zeros((1, 2, 2), bool)
+    clear[0, 0, 0] = True
+    fig = show_clear(clear, [date(2024, 1, 1)])
+    img = next(ax for ax in fig.axes if ax.images).images[0]
+    rgba = img.to_rgba(img.get_array())
+    np.testing.assert_allclose(rgba[0, 0, :3], 1.0)
+    np.testing.assert_allclose(rgba[1, 1, :3], 0.45)
