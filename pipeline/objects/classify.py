@@ -17,7 +17,8 @@ hold wins:
 3. ``vegetation``: NDVI change dominant.
 4. ``new_structure``: brightening, compact and roughly rectangular, with a built-up signature
    (SWIR falling relative to the visible bands, DBI up or BSI down: sand has the opposite
-   signature) on ground that was bare.
+   signature) on ground that was bare; or darkening with at least two built-up signs and a
+   built-up SWIR/visible ratio after (a dark roof, new paving).
 5. ``removed_structure``: the reverse: darkening, compact, signature back towards bare ground,
    on ground that looked built-up.
 6. ``earthworks``: bare soil exposed or moved: BSI up, or a brightness change with SWIR rising.
@@ -380,6 +381,28 @@ def classify_rules(
             "bright_compact",
             conf,
             f"compact rectangular brightening of {dB:.3f} reflectance with a built-up signature ({signs}) on bare ground",
+        )
+
+    # dark roofs and fresh paving darken instead: demand two built-up signs and a built-up after
+    after_sv = der.get("after_swir_vis")
+    n_built = sum(1 for _, s in built_signs if s > 0)
+    if (
+        dB is not None
+        and dB <= -t.brightness_min
+        and compact
+        and n_built >= 2
+        and toward_built >= 2
+        and (after_sv is None or after_sv <= t.builtup_swir_vis_max)
+        and was_bare
+        and not on_paved
+    ):
+        conf = 0.35 + 0.15 * _ramp(-dB, t.brightness_min, 3 * t.brightness_min) + 0.05 * n_built + 0.1 * _ramp(rect, t.structure_rectangularity_min, 0.9)
+        signs = ", ".join(n for n, s in built_signs if s > 0)
+        return done(
+            "new_structure",
+            "dark_builtup",
+            conf,
+            f"compact darkening of {-dB:.3f} reflectance with a built-up signature ({signs}): a dark roof or new paving",
         )
 
     # 5. removed structure ---------------------------------------------------------------------

@@ -200,3 +200,15 @@ def test_bright_roof_is_neither_water_nor_vegetation_loss():
     assert cls == "new_structure", ev
     field = {**SAND, "B04": 0.06, "B08": 0.40}
     assert classify_region(props(field, SAND, ndvi=-0.5, brightness=0.15))[2]["rule"] == "vegetation.loss"
+
+
+def test_dark_built_up_patch_is_new_structure_but_shadow_is_not():
+    """Bare soil -> a dark roof or fresh paving: darker, DBI up, SWIR/visible down to a built-up
+    level (measured like this on OSCD construction sites). A uniform darkening (shadow-like, no
+    signature change) stays unexplained."""
+    soil = {"B02": 0.10, "B03": 0.13, "B04": 0.16, "B08": 0.22, "B11": 0.22, "B12": 0.18}
+    roof = {"B02": 0.07, "B03": 0.08, "B04": 0.085, "B08": 0.10, "B11": 0.09, "B12": 0.08}
+    cls, _, ev = classify_region(props(soil, roof, brightness=-0.05, dbi=0.2, bsi=-0.04))
+    assert (cls, ev["rule"]) == ("new_structure", "new_structure.dark_builtup")
+    shade = {k: v * 0.7 for k, v in soil.items()}
+    assert classify_region(props(soil, shade, brightness=-0.04))[0] == "other"
