@@ -60,6 +60,21 @@ def _vmhwm(pid: int | str = "self") -> int | None:
     return None
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc/<pid>/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        out.append(q)
+        try:
+            for task in os.listdir(f"/proc/{q}/task"):
+                with open(f"/proc/{q}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
 def peak_rss_self() -> int:
     """Peak resident set size of this program image, bytes."""
     v = _vmhwm()
@@ -75,9 +90,10 @@ def run_child_peak(args: list[str], poll: float = 0.05) -> tuple[float, int, int
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
         peak = 0
         while p.poll() is None:
-            v = _vmhwm(p.pid)
-            if v:
-                peak = max(peak, v)
+            for pid in _tree(p.pid):  # wrapper scripts start the real program as a child
+                v = _vmhwm(pid)
+                if v:
+                    peak = max(peak, v)
             time.sleep(poll)
         wall = time.perf_counter() - t0
         log.seek(0)

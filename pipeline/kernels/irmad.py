@@ -103,16 +103,20 @@ def _cca(S: np.ndarray, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.clip(s, 0.0, 1.0), A * sgn, Bm * sgn
 
 
-def _sample_pair(before, after, sample: int, seed: int):
-    """Gather ``sample`` random pixels of both dates as a (B, R, C) pair (padded with no data)."""
+def _sample_pair(before, after, sample: int, seed: int, mask=None):
+    """Gather ``sample`` random pixels of both dates as a (B, R, C) pair (padded with no data).
+
+    Pixels outside ``mask`` are drawn but set to no data, so they carry no weight."""
     B, H, W = before.shape
     rng = np.random.default_rng(seed)
     n = H * W
-    if sample >= n:
-        return before, after
     idx = np.unique(rng.integers(0, n, size=sample, dtype=np.int64))
     C = 4096
     R = -(-idx.size // C)
+    keep = None
+    if mask is not None:
+        ii, jj = np.divmod(idx, W)
+        keep = np.asarray(mask.vindex[ii, jj] if is_dask(mask) else mask[ii, jj])
 
     def take(img):
         if is_dask(img):
@@ -122,6 +126,8 @@ def _sample_pair(before, after, sample: int, seed: int):
             vals = np.empty((B, idx.size), img.dtype)
             _numba.gather(img, idx, vals)
         fill = 0 if img.dtype == np.uint16 else np.nan
+        if keep is not None:
+            vals[:, ~keep] = fill
         out = np.full((B, R * C), fill, img.dtype)
         out[:, : idx.size] = vals
         return out.reshape(B, R, C)
@@ -175,13 +181,7 @@ def irmad(before, after, *, mask=None, max_iter: int = 30, tol: float = 1e-4, sa
     sb, sa = before, after
     smask = mask
     if sample is not None and sample < H * W:
-        if mask is not None:
-            # sample inside the mask: unmasked pixels become no data in the sample
-            sb, sa = _sample_pair(
-                _masked(before, mask), _masked(after, mask), int(sample), seed
-            )
-        else:
-            sb, sa = _sample_pair(before, after, int(sample), seed)
+        sb, sa = _sample_pair(before, after, int(sample), seed, mask)
         smask = None
 
     P = 2 * B
@@ -280,16 +280,6 @@ def irmad_transform(before, after, result: IRMADResult, *, probability: bool = T
     return _dispatch.irmad_transform(
         before, after, result.mean_before, result.mean_after, result.a, result.b, inv_sigma, probability=bool(probability)
     )
-
-
-def _masked(img, mask):
-    """A view of ``img`` with pixels outside ``mask`` set to no data (copies only for numpy input)."""
-    fill = 0 if img.dtype == np.uint16 else np.nan
-    if is_dask(img) or is_dask(mask):
-        import dask.array as da
-
-        return da.where(mask[None], img, np.asarray(fill, img.dtype))
-    return np.where(mask[None], img, np.asarray(fill, img.dtype))
 
 
 def mad_variates(before, after, result: IRMADResult, *, out=None) -> np.ndarray:

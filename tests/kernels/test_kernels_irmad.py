@@ -178,3 +178,19 @@ def test_transform_applies_to_blocks_and_other_pairs():
     np.testing.assert_array_equal(chi_only, r.chi2)
     with pytest.raises(UsageError, match="4 bands"):
         irmad_transform(b[:3], a[:3], r)
+
+
+def test_subsample_respects_mask():
+    """Planted: the left third of `after` is replaced by unrelated noise; masking it out of a
+    subsample gives the same statistics as masking it out of the full-data pass."""
+    b, a = correlated_pair(seed=10, H=120, W=150)
+    rng = np.random.default_rng(0)
+    a[:, :, :50] = rng.normal(0.3, 0.05, a[:, :, :50].shape).astype(np.float32)
+    mask = np.ones(b.shape[1:], bool)
+    mask[:, :50] = False
+    full = irmad(b, a, mask=mask, max_iter=3, tol=1e-12)
+    sub = irmad(b, a, mask=mask, max_iter=3, tol=1e-12, sample=12000)
+    unmasked = irmad(b, a, max_iter=3, tol=1e-12, sample=12000)
+    assert sub.n_samples < 12000 * 0.75
+    np.testing.assert_allclose(sub.rho, full.rho, atol=5e-3)
+    assert np.max(np.abs(unmasked.rho - full.rho)) > 0.05
