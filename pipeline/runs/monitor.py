@@ -16,10 +16,10 @@ one clear acquisition at a time
     Each new acquisition, oldest first, is compared with the reference (``detect_stacks`` with
     ``min_persistence=1``); a cloudy, corrupt or late-arriving one (dated before an acquisition
     already processed) is recorded as ``skipped`` with the reason and changes nothing else. The objects found go through :func:`pipeline.objects.track.update_lifecycle`:
-    a change seen once is a ``candidate``; seen again at the next clear acquisition it is
-    ``confirmed`` (``confirm_after``, default 2), then ``persisting``; a candidate not seen again
-    is dropped (a one-date change is never reported); a confirmed change no longer seen is
-    ``gone``. Each acquisition's state update is one transaction.
+    a change seen once is a ``candidate``; seen again at the next acquisition that observes its
+    footprint it is ``confirmed`` (``confirm_after``, default 2), then ``persisting``; a candidate
+    not seen again is dropped (a one-date change is never reported); a confirmed change no longer
+    seen is ``gone``; an object whose footprint is under cloud keeps its state. Each acquisition's state update is one transaction.
 outputs
     ``ROOT/<aoi>/runs/<run-id>/`` (written as ``runs/.tmp-<run-id>`` then renamed) holds the
     outputs of the latest clear acquisition with the tracked objects (confirmed, persisting,
@@ -399,12 +399,17 @@ def _monitor_locked(aoi, cfg: Config, state: State, source, run_id: str) -> AOIO
             with state.transaction():
                 from ..objects.track import update_lifecycle
 
+                day = acq.date.isoformat()
+                # pixels this acquisition observed: an object under cloud keeps its state
+                observed = np.isfinite(result.magnitude)
                 tracked = update_lifecycle(
                     state.objects(aoi.id, open_only=True), list(result.objects),
-                    date=acq.date.isoformat(), confirm_after=cfg.confirm_after,
+                    date=day, confirm_after=cfg.confirm_after, valid=observed, grid=result.grid,
                 )
                 state.replace_open_objects(aoi.id, tracked, run_id=run_id)
-                state.record_observations(aoi.id, tracked, acq_id=acq.id, date=acq.date.isoformat())
+                state.record_observations(
+                    aoi.id, [o for o in tracked if o.last_seen == day or o.status == "gone"], acq_id=acq.id, date=day
+                )
                 state.record_acquisition(
                     aoi.id, acq.id, date=acq.date.isoformat(), status="used", source=source.name,
                     cloud_cover=acq.cloud_cover, cloud_fraction=rec.cloud_fraction if rec else None,

@@ -10,7 +10,8 @@ vegetated) everywhere, with 40 fixed darker or brighter rectangles (buildings, r
 - ``CLOUDY_DATE`` 2024-09-18: the whole scene cloudy (SCL 9, reflectance 0.6), must be skipped;
 - from ``STRUCTURE_FROM`` 2024-09-23 on: a 12 x 12 px bright ``ROOF`` at ``STRUCTURE``,
   seen 09-23, 09-28, 10-03, 10-08: candidate on 09-23, confirmed on 09-28, then persisting
-  (``structure_until`` removes it again after that date: the change is then ``gone``).
+  (``structure_until`` removes it again after that date: the change is then ``gone``;
+  ``cloud_over_structure`` dates have a 60 x 60 px cloud over it, the rest of the scene clear).
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def _overlaps(rect, sl, margin=4):
 class PlantedSource:
     name = "planted"
 
-    def __init__(self, dates=None, *, structure_until: date | None = None):
+    def __init__(self, dates=None, *, structure_until: date | None = None, cloud_over_structure=()):
         self.dates = sorted(dates or (REFERENCE + MONITORED))
         self.structure_until = structure_until  # last date the roof stands (None: stays)
+        self.cloud_over_structure = set(cloud_over_structure)  # dates with a cloud over the roof only
         self.reads = 0  # acquisitions read, to check that a rerun does no image work
 
     def search(self, aoi, start, end, *, max_cloud=None):
@@ -85,6 +87,9 @@ class PlantedSource:
                 r[(slice(None), *TRANSIENT)] = vessel
             if d >= STRUCTURE_FROM and (self.structure_until is None or d <= self.structure_until):
                 r[(slice(None), *STRUCTURE)] = roof
+            if d in self.cloud_over_structure:  # 60 x 60 px cloud (15 % of the grid) over the roof
+                r[:, 40:100, 40:100] = 0.6
+                scl[t, 40:100, 40:100] = SCL.CLOUD_HIGH
             if d == CLOUDY_DATE:
                 r[:] = 0.6
                 scl[t] = SCL.CLOUD_HIGH

@@ -245,3 +245,16 @@ def test_confirmed_change_that_disappears_is_gone_and_stays_in_the_outputs(tmp_p
     assert hist == ["candidate", "confirmed", "gone"]
     geo = json.loads((tmp_path / AOI / "changes.geojson").read_text())
     assert [(f["properties"]["id"], f["properties"]["status"]) for f in geo["features"]] == [(obj.id, "gone")]
+
+
+def test_a_candidate_under_cloud_keeps_its_state_until_seen_again(tmp_path):
+    src = PlantedSource(cloud_over_structure=(date(2024, 9, 28),))
+    s = run_monitor([AOI], make_cfg(tmp_path, date(2024, 10, 10)), source=src)
+    with State(tmp_path / "state.sqlite") as st:
+        (obj,) = st.objects(AOI)
+        hist = [(h["date"], h["status"]) for h in st.history(AOI)[obj.id]]
+        acq = {a["date"]: a["status"] for a in st.acquisitions(AOI)}
+    assert acq["2024-09-28"] == "used"  # mostly clear, so used; only the roof was hidden
+    assert obj.first_seen == STRUCTURE_FROM.isoformat()  # not dropped and re-found on 10-03
+    assert hist == [("2024-09-23", "candidate"), ("2024-10-03", "confirmed"), ("2024-10-08", "persisting")]
+    assert [c["id"] for c in s.outcomes[0].new_confirmed] == [obj.id]
