@@ -121,32 +121,46 @@ def script_events(aoi_id: str, lay: Layout, seed: int) -> list[ScriptedEvent]:
         _port_events(rng, lay, events, taken)
         return events
 
-    # storage buildings in a row near the base, each its own event
+    # storage buildings in a row near the base, each its own event; crowded AOIs get fewer,
+    # closer buildings, at worst three placed one by one
     k = int(rng.integers(3, 7))
     wb = float(rng.uniform(32, 60))
     lb = float(min(wb * rng.uniform(1.7, 2.1), 120.0))
-    gap = float(rng.uniform(20, 35))
-    row_len = k * wb + (k - 1) * gap
+    gap = float(rng.uniform(45, 75))  # fire breaks: 4-7 pixels, separable at 10 m
     nx, ny = -u[1], u[0]
+    site = None
+    while site is None and k >= 3:
+        row_len = k * wb + (k - 1) * gap
 
-    def make_row(x, y):
-        return oriented_rect(x, y, u, row_len + 40, lb + 40)
+        def make_row(x, y, row_len=row_len):
+            return oriented_rect(x, y, u, row_len + 40, lb + 40)
 
-    site = _place(rng, lay, taken, base, make_row, dmin=80, dmax=700)
-    if site is None:  # crowded AOI: relax distance and fall back to single-file placement
-        site = _place(rng, lay, taken, lay.aoi_poly.centroid.buffer(10), make_row, dmin=0, dmax=3000)
+        site = _place(rng, lay, taken, base, make_row, dmin=80, dmax=700)
+        if site is None:
+            site = _place(rng, lay, taken, lay.aoi_poly.centroid.buffer(10), make_row, dmin=0, dmax=3000, tries=200)
+        if site is None:
+            k, gap = k - 1, max(30.0, gap * 0.8)
+    footprints = []
     if site is not None:
         c = site.centroid
-        dates = _dates(rng, k)
         for i in range(k):
             off = -row_len / 2 + wb / 2 + i * (wb + gap)
-            g = oriented_rect(c.x + u[0] * off, c.y + u[1] * off, (nx, ny), lb, wb)
-            events.append(ScriptedEvent(
-                "new_structure", g, dates[i], None,
-                f"new storage building {i + 1} of {k} ({wb:.0f} x {lb:.0f} m, bright roof)",
-                material="roof_white", gain=float(rng.uniform(0.9, 1.08)),
-            ))
+            footprints.append(oriented_rect(c.x + u[0] * off, c.y + u[1] * off, (nx, ny), lb, wb))
         taken = taken.union(site.buffer(60))
+    else:
+        k = 3
+        for _ in range(k):
+            g = _place(rng, lay, taken, base, lambda x, y: oriented_rect(x, y, (nx, ny), lb, wb), dmin=0, dmax=3000)
+            if g is not None:
+                footprints.append(g)
+                taken = taken.union(g.buffer(40))
+    dates = _dates(rng, len(footprints)) if footprints else []
+    for i, g in enumerate(footprints):
+        events.append(ScriptedEvent(
+            "new_structure", g, dates[i], None,
+            f"new storage building {i + 1} of {len(footprints)} ({wb:.0f} x {lb:.0f} m, bright roof)",
+            material="roof_white", gain=float(rng.uniform(0.9, 1.08)),
+        ))
 
     # earthworks
     for j in range(int(rng.integers(1, 3))):
