@@ -8,7 +8,9 @@ AOI's lock (that AOI was skipped). When several apply: 1, then 3, then 75.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from dataclasses import asdict
 
 from ..errors import UsageError
 from .options import parse_date, parse_when
@@ -81,6 +83,15 @@ def run(args) -> int:
     shown = mask_url(cfg.source) if "://" in cfg.source else cfg.source
     log.info("run: %d AOI(s), %s..%s, source %s, executor %s, output %s", len(aois), since, until, shown, cfg.executor, cfg.output_root)
     summary = run_monitor(aois, cfg)
+    code = summary.exit_code(fail_on_change=cfg.fail_on_change)
+    if getattr(args, "log_json", False):  # one JSON object per line on stdout too (schedulers, cron logs)
+        for o in summary.outcomes:
+            d = {k: v for k, v in asdict(o).items() if k != "new_confirmed"}
+            d["new_confirmed"] = [c["id"] for c in o.new_confirmed]
+            d["alerts"] = summary.alerts.get(o.aoi, {})
+            print(json.dumps({"event": "aoi_done", **d}, default=str))
+        print(json.dumps({"event": "run_done", "run_id": summary.run_id, "exit_code": code, "output": str(cfg.output_root)}))
+        return code
     for o in summary.outcomes:
         open_ = ", ".join(f"{n} {s}" for s, n in sorted(o.open_counts.items()) if s != "gone") or "none"
         if o.status in ("failed", "locked"):
@@ -94,4 +105,4 @@ def run(args) -> int:
         ok = sum(1 for v in res.values() if v)
         print(f"{aoi}: alert delivered to {ok}/{len(res)} webhook(s)")
     print(f"run {summary.run_id}: output {cfg.output_root}")
-    return summary.exit_code(fail_on_change=cfg.fail_on_change)
+    return code

@@ -172,10 +172,13 @@ def test_cron_line_runs_under_a_bare_environment_from_another_directory(cfg_file
     proc = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", "sh", "-c", command], cwd=elsewhere, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr == ""  # everything went to the log file
-    log_lines = (root / "cron.log").read_text().splitlines()
-    records = [json.loads(x) for x in log_lines if x.startswith("{")]
-    assert records and {"time", "level", "logger", "message"} <= set(records[0])
-    assert any(r.get("aoi") == AOI for r in records)
+    records = [json.loads(x) for x in (root / "cron.log").read_text().splitlines()]  # every line is JSON
+    logs = [r for r in records if "level" in r]
+    assert logs and {"time", "level", "logger", "message"} <= set(logs[0])
+    assert any(r.get("aoi") == AOI for r in logs)
+    done = [r for r in records if r.get("event") == "aoi_done"]
+    assert [(r["aoi"], r["status"], r["n_new"]) for r in done] == [(AOI, "ok", 4)]
+    assert records[-1]["event"] == "run_done" and records[-1]["exit_code"] == 0
     assert (root / AOI / "manifest.json").is_file()
     assert list(elsewhere.iterdir()) == []
 
