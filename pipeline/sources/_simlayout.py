@@ -415,7 +415,7 @@ def _port(lay: Layout, rng, feats) -> None:
     basins = [g for _, g in feats.get("basin", [])]
     if not basins:
         basin_poly = Polygon([xy(t, n) for t, n in [(t0 - Wb / 2, n_q - 400), (t0 + Wb / 2, n_q - 400), (t0 + Wb / 2, n_b), (t0 - Wb / 2, n_b)]])
-        basins = [basin_poly.intersection(sea.union(Polygon([xy(t, n) for t, n in [(t0 - Wb / 2, n_q - 400), (t0 + Wb / 2, n_q - 400), (t0 + Wb / 2, n_q), (t0 - Wb / 2, n_q)]])))]
+        basins = [basin_poly.intersection(sea)]
         for b in basins:
             lay.add(b, "water_harbour")
         gap = float(rng.uniform(120, 220) * s)
