@@ -175,7 +175,8 @@ def test_local_cluster_without_scheduler_and_json_logs_stay_json(tmp_path):
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "tiny-quay: ok, 4 new acquisition(s)" in proc.stdout
+    done = [json.loads(x) for x in proc.stdout.splitlines()]  # --log-json: stdout is JSON lines too
+    assert [(d["aoi"], d["status"], d["n_new"]) for d in done if d["event"] == "aoi_done"] == [("tiny-quay", "ok", 4)]
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     bad = [x for x in lines if not x.startswith("{")]
     assert bad == [], bad[:5]
