@@ -2,7 +2,9 @@
 
 The few names a notebook needs::
 
-    from pipeline import load_aoi, get_source, detect
+    from pipeline import load_aoi, get_source
+    from pipeline.detect import detect
+    from pipeline.outputs import write_outputs
 """
 
 from __future__ import annotations
