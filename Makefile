@@ -22,17 +22,26 @@ demo: install
 	$(BIN)/s2watch detect maaten-al-sarra --source simulated \
 	    --before 2024-03-01/2024-08-31 --after 2025-05-01/2025-10-31 --out $(DEMO_OUT)
 
-## sysdeps: Debian packages the tests use to check outputs as users open them (gdal-bin, chromium)
+## sysdeps: Debian packages the tests use to check outputs as users open them: gdal-bin (gdalinfo,
+## ogrinfo), chromium (the report in a real browser), python3-qgis (QGIS reads styles; optional, large)
 sysdeps:
 	@missing=""; \
 	command -v gdalinfo >/dev/null || missing="$$missing gdal-bin"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    echo "sysdeps: installing$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else \
-	    echo "sysdeps: missing$$missing (needs root and apt-get); the tests that need them will skip and say so"; \
+	if [ -n "$$missing" ]; then \
+	    if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	        echo "sysdeps: installing$$missing"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    else \
+	        echo "sysdeps: missing$$missing (needs root and apt-get); the tests that need them will skip and say so"; \
+	    fi; \
+	fi; \
+	if ! /usr/bin/python3 -c "import qgis.core" 2>/dev/null; then \
+	    if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && [ "$${S2WATCH_SKIP_QGIS:-0}" != 1 ]; then \
+	        echo "sysdeps: installing python3-qgis (optional; S2WATCH_SKIP_QGIS=1 skips it)"; \
+	        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-qgis >/dev/null; } \
+	            || echo "sysdeps: python3-qgis could not be installed; the QGIS test will skip and say so"; \
+	    fi; \
 	fi
 
 ## test: every test (sets up .venv first)
