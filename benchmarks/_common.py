@@ -44,6 +44,30 @@ def copy_bandwidth(nbytes: int = 512 << 20, repeat: int = 5) -> float:
     return 2 * src.nbytes / t
 
 
+def read_bandwidth(before: np.ndarray, after: np.ndarray) -> float:
+    """Bytes/s of the simplest parallel numba pass that reads a (B, H, W) pair once (per-pixel sum
+    of every band into a float32 plane): the practical ceiling of a kernel that must read the pair."""
+    from numba import njit, prange
+
+    @njit(parallel=True, cache=False)
+    def readsum(b, a, out):
+        B, H, W = b.shape
+        for i in prange(H):
+            acc = np.zeros(W, np.float32)
+            for k in range(B):
+                rb = b[k, i]
+                ra = a[k, i]
+                for j in range(W):
+                    acc[j] += np.float32(rb[j]) + np.float32(ra[j])
+            o = out[i]
+            for j in range(W):
+                o[j] = acc[j]
+
+    out = np.empty(before.shape[1:], np.float32)
+    t = best_time(lambda: readsum(before, after, out), repeat=5)
+    return (before.nbytes + after.nbytes + out.nbytes) / t
+
+
 def _vmhwm(pid: int | str = "self") -> int | None:
     """Peak RSS (VmHWM) of a live process from /proc, bytes; None where unavailable.
 

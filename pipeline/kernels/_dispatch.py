@@ -81,7 +81,7 @@ def pair_map(kind: str, before, after, offsets, params, *, n_out: int, out=None)
         o = check_out(out, (H, W))
         _pair_numpy(kind, before, after, offsets, params, [o])
         return [o]
-    outs = np.empty((n_out, H, W), np.float32)
+    outs = check_out(out, (n_out, H, W)) if kind == "index_deltas" else np.empty((n_out, H, W), np.float32)
     _pair_numpy(kind, before, after, offsets, params, outs if kind == "index_deltas" else list(outs))
     return list(outs)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UsageError
 from . import _dispatch
-from ._checks import band_position, check_image, check_mask, check_offset, check_offsets, check_out, check_pair
+from ._checks import band_position, check_image, check_mask, check_offset, check_offsets, check_pair
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,9 @@ def index(image, name: str, *, bands: Sequence[str], offset=0, out=None) -> np.n
     return _dispatch.single_map("index", image, off, (_INDEX_CODE[name], pos), out=out)
 
 
-def index_deltas(before, after, *, bands: Sequence[str], names: Sequence[str] = INDICES, offsets=(0, 0)) -> dict:
+def index_deltas(
+    before, after, *, bands: Sequence[str], names: Sequence[str] = INDICES, offsets=(0, 0), out=None
+) -> dict:
     """Change of spectral indices, ``index(after) - index(before)``.
 
     Parameters
@@ -177,6 +179,8 @@ def index_deltas(before, after, *, bands: Sequence[str], names: Sequence[str] = 
     names : sequence of str
         Indices to compute (default all of :data:`INDICES`).
     offsets : (int, int)
+    out : (len(names), H, W) float32, optional
+        Preallocated output (numpy input only); the returned arrays are its planes.
 
     Returns
     -------
@@ -197,7 +201,13 @@ def index_deltas(before, after, *, bands: Sequence[str], names: Sequence[str] = 
         positions.append(_index_positions(n, bands, before.shape[0]))
         codes.append(_INDEX_CODE[n])
     arrays = _dispatch.pair_map(
-        "index_deltas", before, after, (ob, oa), (np.array(codes, np.int64), np.array(positions, np.int64)), n_out=len(names)
+        "index_deltas",
+        before,
+        after,
+        (ob, oa),
+        (np.array(codes, np.int64), np.array(positions, np.int64)),
+        n_out=len(names),
+        out=out,
     )
     return dict(zip(names, arrays))
 

@@ -121,6 +121,12 @@ def test_index_deltas_subset_and_missing_band():
     assert tuple(got) == ("ndvi", "brightness")
     one = index_deltas(b, a, bands=bands, names=["ndvi"])
     np.testing.assert_array_equal(one["ndvi"], got["ndvi"])
+    out = np.full((2,) + b.shape[1:], -9.0, np.float32)
+    pre = index_deltas(b, a, bands=bands, names=("ndvi", "brightness"), out=out)
+    assert np.shares_memory(pre["ndvi"], out) and np.shares_memory(pre["brightness"], out)
+    np.testing.assert_array_equal(out[1], got["brightness"])
+    with pytest.raises(UsageError, match="out"):
+        index_deltas(b, a, bands=bands, names=("ndvi",), out=out)
     with pytest.raises(UsageError, match="B11"):
         index_deltas(b, a, bands=bands, names=("ndbi",))
     with pytest.raises(ValueError, match="ndvi, ndbi, bsi, dbi, mndwi, brightness"):
