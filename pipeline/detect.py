@@ -240,9 +240,10 @@ class _Window:
 
     name: str
     stack: SceneStack
-    refl: np.ndarray  # (T, B, H, W) float32; NaN where not clear
+    refl: np.ndarray  # (T, B, H, W) float32; NaN where no data (and, after _apply_masks, not clear)
     records: list[dict]
     used: list[int]
+    clear: np.ndarray  # (T, H, W) bool from the first mask pass
 
 
 def _prepare(name: str, stack: SceneStack, params: DetectParams, inside: np.ndarray, timer: _Timer) -> _Window:
@@ -254,7 +255,6 @@ def _prepare(name: str, stack: SceneStack, params: DetectParams, inside: np.ndar
     refl = h.reflectance
     records, used = [], []
     for t, acq in enumerate(stack.acquisitions):
-        refl[t][:, ~m.clear[t]] = np.nan
         rec = dict(
             id=acq.id,
             date=acq.date.isoformat(),
@@ -283,7 +283,36 @@ def _prepare(name: str, stack: SceneStack, params: DetectParams, inside: np.ndar
         else:
             used.append(t)
         records.append(rec)
-    return _Window(name, stack, refl, records, used)
+    return _Window(name, stack, refl, records, used, m.clear)
+
+
+def _apply_masks(w: _Window, params: DetectParams, inside: np.ndarray, shifted: bool, timer: _Timer) -> None:
+    """Set not-clear observations of the used acquisitions to NaN.
+
+    After co-registration the masks are computed again on the aligned reflectance (with the SCL
+    moved by the rounded shift): the haze and shadow tests compare each date with the window's
+    median, and a misregistered date would light up along every edge.
+    """
+    idx = w.used
+    if not idx:
+        return
+    clear = w.clear[idx]
+    if shifted:
+        from .preprocess.coregister import _translate
+
+        with timer("masks"):
+            scl = None
+            if w.stack.scl is not None:
+                scl = np.stack(
+                    [
+                        _translate(w.stack.scl[t], int(round(w.records[t]["shift_px"][0])), int(round(w.records[t]["shift_px"][1])), fill=0)
+                        for t in idx
+                    ]
+                )
+            m = mask_stack(w.refl[idx], params.bands, scl=scl, aoi_mask=inside, method=params.mask_method, params=params.mask)
+            clear = m.clear
+    for k, t in enumerate(idx):
+        w.refl[t][:, ~clear[k]] = np.nan
 
 
 def _no_data(name: str, window: tuple[date, date], w: _Window | None, n_found: int) -> NoDataError:
@@ -302,8 +331,10 @@ def _coregister(windows: list[_Window], params: DetectParams, timer: _Timer) -> 
     """Shift every used acquisition onto the clearest before acquisition; drop weak matches."""
     before = windows[0]
     bi = params.bands.index(params.coreg_band)
-    clear_n = [np.isfinite(before.refl[t, bi]).sum() for t in before.used]
+    clear_n = [int(before.clear[t].sum()) for t in before.used]
     ref_t = before.used[int(np.argmax(clear_n))]
+    # matched on the whole images with data: clouds add edges the other image lacks (noise, no
+    # bias), whereas cutting the same holes into both would add common edges that pull to 0
     ref_img = before.refl[ref_t, bi]
     ref_id = before.stack.acquisitions[ref_t].id
     with timer("coregister"):
@@ -329,6 +360,7 @@ def _coregister(windows: list[_Window], params: DetectParams, timer: _Timer) -> 
                     continue
                 rec["shift_px"] = (round(est.dy, 3), round(est.dx, 3))
                 w.refl[t] = apply_shift(w.refl[t], est.shift)
+                w.clear[t] = np.nan_to_num(apply_shift(w.clear[t].astype(np.float32), est.shift), nan=0.0) > 0.99
                 keep.append(t)
             w.used = keep
     return ref_id
@@ -508,6 +540,8 @@ def detect_stacks(
         for w in prepared:
             if not w.used:
                 raise _no_data(w.name, wins[w.name], w, len(w.stack))
+    for w in prepared:
+        _apply_masks(w, params, inside, params.coregister, timer)
 
     with timer("composite"):
         bc = median_composite(bw.refl[bw.used])

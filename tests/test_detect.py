@@ -233,3 +233,31 @@ def test_other_magnitudes_and_thresholds_find_the_planted_building(kw):
     res = detect_stacks(aoi, b, a, params=DetectParams(**kw))
     assert len(res.objects) == 1 and res.objects[0].cls == "new_structure"
     assert res.parameters["threshold"] == kw.get("threshold", "robust")
+
+
+def test_given_stack_is_split_into_windows_and_misregistered_dates_are_shifted_or_dropped():
+    """Planted: one stack over both windows; after date 1 is shifted by (0.6, -0.4) px (recovered and
+    recorded); after date 2 shows an unrelated scene (no correlation peak: dropped, with the reason)."""
+    aoi = _aoi()
+    grid = aoi.grid()
+    b = _stack(grid, _dates(date(2024, 3, 1), 3))
+    a = _stack(grid, _dates(date(2025, 5, 1), 4), building=BUILDING)
+    data = a.data.copy()
+    for i in range(data.shape[1]):
+        shifted = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(data[1, i].astype(np.float64)), (0.6, -0.4))).real
+        data[1, i] = np.clip(np.round(shifted), 1, 65535).astype(np.uint16)
+    data[2] = np.roll(_stack(grid, [date(2025, 5, 11)], seed=5).data[0], (37, 23), axis=(-2, -1))  # another place
+    a = SceneStack(grid, a.bands, data, a.valid, a.scl, a.acquisitions)
+    both = SceneStack.concat([b, a])
+
+    class Named:
+        name = "planted"
+
+    res = detect(aoi, Named(), before=(date(2024, 1, 1), date(2024, 12, 31)), after=(date(2025, 1, 1), date(2025, 12, 31)), stack=both)
+    recs = {r.date: r for r in res.acquisitions}
+    dy, dx = recs["2025-05-06"].shift_px
+    assert abs(dy + 0.6) < 0.1 and abs(dx - 0.4) < 0.1
+    assert not recs["2025-05-11"].used and "co-registration" in recs["2025-05-11"].reason
+    assert res.parameters["acquisitions_used"] == {"before": 3, "after": 3}
+    assert len(res.objects) == 1 and res.objects[0].cls == "new_structure"
+    assert res.before == "2024-01-01/2024-12-31"
