@@ -261,3 +261,39 @@ def test_given_stack_is_split_into_windows_and_misregistered_dates_are_shifted_o
     assert res.parameters["acquisitions_used"] == {"before": 3, "after": 3}
     assert len(res.objects) == 1 and res.objects[0].cls == "new_structure"
     assert res.before == "2024-01-01/2024-12-31"
+
+
+def test_bench_accuracy_scoring_matches_objects_to_truth(project_root):
+    """benchmarks/bench_accuracy.py scoring on planted geometries: a split event counts once, an
+    object elsewhere is false, an event outside the AOI polygon is not counted."""
+    import importlib.util
+    from types import SimpleNamespace as NS
+
+    from pipeline.objects.model import ChangeObject
+
+    spec = importlib.util.spec_from_file_location("bench_accuracy", project_root / "benchmarks" / "bench_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    aoi_poly = box(0, 0, 1000, 1000)
+    truth = [
+        NS(cls="new_structure", geometry=box(100, 100, 200, 200), description="roof"),
+        NS(cls="runway_repair", geometry=box(400, 0, 430, 600), description="runway"),
+        NS(cls="earthworks", geometry=box(1500, 0, 1600, 100), description="outside the AOI"),
+    ]
+
+    def obj(cls, geom):
+        return ChangeObject(id=cls, geometry=geom, cls=cls, confidence=0.9, area_m2=geom.area, feature=None, before="", after="")
+
+    objects = [
+        obj("new_structure", box(110, 110, 210, 210)),
+        obj("runway_repair", box(400, 0, 430, 350)),  # the larger part decides the class
+        obj("surface_change", box(400, 360, 430, 600)),  # the rest of the runway, another class
+        obj("new_structure", box(700, 700, 750, 750)),  # nothing there
+    ]
+    sc = bench.score_objects(objects, truth, aoi_poly)
+    assert dict(sc["events"]) == {"new_structure": 1, "runway_repair": 1}
+    assert dict(sc["found"]) == {"new_structure": 1, "runway_repair": 1}
+    assert sum(sc["class_ok"].values()) == 2
+    assert sc["objects"]["new_structure"] == 2 and sc["objects_true"]["new_structure"] == 1
+    assert sc["objects_true"]["surface_change"] == 1
+    assert len(sc["false_objects"]) == 1
