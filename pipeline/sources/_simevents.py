@@ -162,12 +162,18 @@ def script_events(aoi_id: str, lay: Layout, seed: int) -> list[ScriptedEvent]:
             material="roof_white", gain=float(rng.uniform(0.9, 1.08)),
         ))
 
-    # earthworks
+    # earthworks; a small or crowded AOI gets smaller ones placed anywhere it has room
     for j in range(int(rng.integers(1, 3))):
         L, W = float(rng.uniform(210, 280)), float(rng.uniform(140, 180))
         ang = lay.axis_angle + float(rng.uniform(-0.4, 0.4))
         ue = (math.cos(ang), math.sin(ang))
         g = _place(rng, lay, taken, base, lambda x, y: _irregular(rng, x, y, ue, L, W), dmin=200, dmax=1400)
+        for shrink in (0.75, 0.55):
+            if g is not None:
+                break
+            L, W = L * shrink, W * shrink
+            g = _place(rng, lay, taken, lay.aoi_poly.centroid.buffer(10),
+                       lambda x, y: _irregular(rng, x, y, ue, L, W), dmin=0, dmax=3000, tries=300)
         if g is None:
             continue
         events.append(ScriptedEvent(
@@ -228,10 +234,13 @@ def _port_events(rng, lay: Layout, events: list, taken) -> None:
         origin, tvec, nvec, f = lay.coast_frame
         harbour = unary_union(lay.basins).buffer(150) if lay.basins else Polygon()
         inside = lay.aoi_poly.buffer(-40)
-        for _ in range(300):
-            t = float(rng.uniform(-1.0, 1.0) * 4000)
-            lt = float(rng.uniform(180, 260))
-            dn = float(rng.uniform(130, 170))
+        reach = min(4000.0, math.sqrt(lay.aoi_poly.area))
+        for k in range(600):
+            # narrow or crowded coasts get a smaller fill after 300 tries
+            shrink = 1.0 if k < 300 else 0.6
+            t = float(rng.uniform(-1.0, 1.0) * (4000 if k < 300 else reach))
+            lt = float(rng.uniform(180, 260)) * shrink
+            dn = float(rng.uniform(130, 170)) * shrink
             tt = np.linspace(t - lt / 2, t + lt / 2, 12)
             nn = f(tt)
             near = [(origin + tvec * a + nvec * (b - 25)) for a, b in zip(tt, nn)]
