@@ -7,7 +7,8 @@ The stages, in order (each timed in ``DetectionResult.timings``)::
     masks                SCL + spectral cloud/haze/shadow tests; drop acquisitions below
                          ``min_clear_fraction`` of the AOI (recorded with the reason)
     coregister           global sub-pixel shift of every acquisition against the clearest
-                         before acquisition (phase correlation of gradients); weak peaks dropped
+                         before acquisition (phase correlation of gradients); weak peaks dropped;
+                         the masks are then computed again on the aligned dates
     composite            per-pixel median of the clear observations of each window
     normalise            IR-MAD no-change pixels, orthogonal regression per band after -> before
     kernels              change magnitude (CVA, z-scored CVA or IR-MAD chi2) and index deltas
