@@ -26,7 +26,12 @@ def register(sub) -> None:
     p.add_argument("--after", required=True, metavar="WHEN", help="YYYY-MM-DD or YYYY-MM-DD/YYYY-MM-DD")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--rgb", action="store_true", help="also write true-colour before/after COGs")
-    p.add_argument("--threshold", default=None, help="threshold method: otsu, kittler-illingworth or chi2")
+    p.add_argument(
+        "--threshold",
+        default=None,
+        help="threshold of the change magnitude: robust (median + k robust sigma; the default), otsu, "
+        "kittler-illingworth, chi2 (IR-MAD no-change test) or none (only the reflectance floor)",
+    )
     add_source_options(p)
     p.set_defaults(func=run)
 
