@@ -1,0 +1,444 @@
+"""Pipeline-level benchmarks (issue 8): the whole ``s2watch detect`` command against Orfeo ToolBox's
+plain MAD, and a monitoring series of acquisitions.
+
+1. ``s2watch detect`` end to end on an N x N six-band pair (N = 4096: a 41 km square, 1678 km^2)
+   read from local per-band COGs through a local STAC catalog built by ``s2watch stac build``,
+   timed as a child process (wall time, peak RSS), against ``otbcli_MultivariateAlterationDetector``
+   on the same pair (Debian ``otb-bin``; installed on demand by ``ensure_otb``). Target: the whole
+   pipeline faster than OTB's MAD alone; canonical correlations of our MAD
+   (``pipeline.kernels.irmad`` with one iteration = plain MAD) equal to OTB's to 1e-3.
+2. Monitoring: ``run_monitor`` with the simulated source over a 10 x 10 km user AOI, ``since`` /
+   ``until`` chosen so that exactly 100 acquisitions are new, reference the 180 days before.
+   Time per acquisition (wall and CPU), peak RSS, and the rerun time with nothing new.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_pipeline.py            # full (~ several minutes)
+    .venv/bin/python benchmarks/bench_pipeline.py --quick    # 512 px pair, 5 acquisitions on 3 km
+
+Heavy child processes run under ``nice -n 15``. Results go to ``bench-output/bench_pipeline[_quick].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+from bench_speed import OTB_APP, ensure_otb, mark, say  # noqa: E402
+
+NICE = ["nice", "-n", "15"]
+S2WATCH = str(Path(sys.executable).with_name("s2watch"))
+EPSG = 32633
+X0, Y1 = 460000.0, 3470000.0  # upper-left corner of the COG grid (UTM 33N, central Libya)
+BEFORE = ("20240105T093041", "2024-01-01/2024-01-31")
+AFTER = ("20240713T093041", "2024-07-01/2024-07-31")
+TILE = "T33RVJ"
+TARGET_RHO = 1e-3
+
+# surface spectra, reflectance x 1e4, for B02 B03 B04 B08 B11 B12 (the compared six bands) and B8A
+# (``s2watch detect`` also reads B8A: pipeline.detect.DEFAULT_BANDS; written at 20 m like SCL)
+BANDS7 = C.BANDS6 + ("B8A",)
+SOIL = np.array([1250, 1650, 2050, 2600, 3400, 2950, 2700], np.float32)
+VEG = np.array([380, 700, 420, 3300, 1900, 900, 3400], np.float32)
+WATER = np.array([700, 600, 350, 200, 90, 60, 150], np.float32)
+CONCRETE = np.array([2300, 2450, 2550, 2700, 2900, 2700, 2750], np.float32)
+ASPHALT = np.array([650, 700, 750, 850, 950, 900, 880], np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. synthetic pair, COGs, catalog, AOI
+
+
+def _field(rng, n: int, cells: int) -> np.ndarray:
+    """(n, n) float32 smooth random field in [0, 1]: a ``cells`` x ``cells`` random grid
+    interpolated bilinearly."""
+    from scipy.ndimage import zoom
+
+    g = rng.random((cells + 1, cells + 1)).astype(np.float32)
+    f = zoom(g, n / cells, order=1, prefilter=False, grid_mode=False)[:n, :n]
+    return np.ascontiguousarray(f, np.float32)
+
+
+def _parcels(rng, n: int, size: int) -> np.ndarray:
+    """(n, n) float32 in [0, 1], piecewise constant over cells of ``size`` px (parcel edges)."""
+    k = -(-n // size)
+    g = rng.random((k, k)).astype(np.float32)
+    return np.repeat(np.repeat(g, size, axis=0), size, axis=1)[:n, :n]
+
+
+def synthetic_scene_pair(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """A realistic-looking (7, n, n) uint16 DN pair (bands :data:`BANDS7`; every pixel valid).
+
+    DN carry the +1000 offset of processing baseline >= 04.00. Surface: soil with multi-scale brightness texture, vegetated patches, a few water bodies; the
+    after date has a per-band affine radiometric difference (gain 0.92..1.12, offset -60..+150 DN),
+    independent sensor noise (sigma 35 DN) on both dates, and planted changed rectangles (new
+    concrete / asphalt / water) covering ~1.5 % of the area.
+    Returns (before, after, vegetation mask (n, n) bool, changed rectangles [(r0, c0, h, w)]).
+    """
+    rng = np.random.default_rng(seed)
+    brightness = 0.45 * _field(rng, n, max(2, n // 512)) + 0.35 * _field(rng, n, max(2, n // 64)) + 0.2 * _field(rng, n, max(2, n // 8))
+    veg = np.clip((_field(rng, n, max(2, n // 256)) * 0.7 + _field(rng, n, max(2, n // 32)) * 0.3 - 0.55) * 6, 0, 1)
+    water = _field(rng, n, max(2, n // 1024)) > 0.93
+    brightness = brightness * (0.8 + 0.4 * _parcels(rng, n, 40))  # field parcels: sharp edges
+    soil = SOIL[:, None, None] * (0.65 + 0.7 * brightness)[None]
+    scene = soil * (1 - veg)[None] + VEG[:, None, None] * veg[None]
+    scene[:, water] = WATER[:, None]
+    del soil
+    for _ in range(max(2, n // 256)):  # roads, 2 px wide, on both dates
+        if rng.random() < 0.5:
+            r = int(rng.integers(0, n - 2))
+            scene[:, r : r + 2, :] = ASPHALT[:, None, None]
+        else:
+            c = int(rng.integers(0, n - 2))
+            scene[:, :, c : c + 2] = ASPHALT[:, None, None]
+    before = scene + rng.normal(0, 35, scene.shape).astype(np.float32)
+    gain = np.linspace(0.92, 1.12, 7, dtype=np.float32)[:, None, None]
+    offset = np.linspace(-60, 150, 7, dtype=np.float32)[:, None, None]
+    after = scene * gain + offset
+    rects = []
+    kinds = (CONCRETE, ASPHALT, WATER)
+    n_rect = max(4, int(0.015 * n * n / (60 * 90)))
+    margin = 24  # outside the AOI polygon's 200 m buffer ring, where outputs are no data
+    for k in range(n_rect):
+        h, w = int(rng.integers(20, 100)), int(rng.integers(30, 150))
+        r0, c0 = int(rng.integers(margin, n - h - margin)), int(rng.integers(margin, n - w - margin))
+        patch = np.broadcast_to(kinds[k % 3][:, None, None], (7, h, w))
+        after[:, r0 : r0 + h, c0 : c0 + w] = patch * gain + offset
+        rects.append((r0, c0, h, w))
+    after += rng.normal(0, 35, after.shape).astype(np.float32)
+    # processing baseline 05.10 (in the file names): DN = reflectance x 1e4 + 1000
+    b = np.clip(before + 1000, 1001, 65535).astype(np.uint16)
+    a = np.clip(after + 1000, 1001, 65535).astype(np.uint16)
+    return b, a, veg > 0.5, rects
+
+
+def _write_cog(path: Path, data: np.ndarray, res: float) -> None:
+    import rasterio
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.transform import from_origin
+
+    h, w = data.shape
+    tmp = path.with_suffix(".tmp.tif")
+    with rasterio.open(tmp, "w", driver="GTiff", width=w, height=h, count=1, dtype=data.dtype, crs=f"EPSG:{EPSG}",
+                       transform=from_origin(X0, Y1, res, res), tiled=True, blockxsize=512, blockysize=512) as dst:
+        dst.write(data, 1)
+    part = path.with_suffix(".part.tif")
+    rio_copy(tmp, part, driver="COG", compress="DEFLATE", predictor="2", blocksize=512, overviews="NONE", num_threads="ALL_CPUS")
+    os.replace(part, path)
+    tmp.unlink()
+
+
+def write_scenes(folder: Path, before: np.ndarray, after: np.ndarray, veg: np.ndarray) -> Path:
+    """Per-band COGs of both dates in per-scene folders: :data:`BANDS7` (B8A 2x2-averaged to 20 m)
+    and a 20 m SCL (4 vegetation, 5 bare)."""
+    scenes = folder / "scenes"
+    if scenes.exists():
+        shutil.rmtree(scenes)
+    scl = np.where(veg[::2, ::2], 4, 5).astype(np.uint8)
+    for (stamp, _), img in ((BEFORE, before), (AFTER, after)):
+        name = f"S2A_MSIL2A_{stamp}_N0510_R036_{TILE}_{stamp[:8]}T120000"
+        d = scenes / name
+        d.mkdir(parents=True)
+        for k, band in enumerate(BANDS7):
+            if band == "B8A":
+                h2, w2 = img.shape[1] // 2, img.shape[2] // 2
+                b8a = img[k, : 2 * h2, : 2 * w2].reshape(h2, 2, w2, 2).mean(axis=(1, 3), dtype=np.float32)
+                _write_cog(d / f"{name}_{band}.tif", np.round(b8a).astype(np.uint16), 20.0)
+            else:
+                _write_cog(d / f"{name}_{band}.tif", img[k], 10.0)
+        _write_cog(d / f"{name}_SCL.tif", scl, 20.0)
+    return scenes
+
+
+def write_stack(path: Path, img: np.ndarray) -> None:
+    """A 6-band tiled GeoTIFF (OTB reads one multi-band image per date)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    B, h, w = img.shape
+    part = path.with_suffix(".part.tif")
+    with rasterio.open(part, "w", driver="GTiff", width=w, height=h, count=B, dtype=img.dtype, crs=f"EPSG:{EPSG}",
+                       transform=from_origin(X0, Y1, 10, 10), tiled=True, blockxsize=512, blockysize=512) as dst:
+        dst.write(img)
+    os.replace(part, path)
+
+
+def write_grid_aoi(path: Path, n: int, aoi_id: str) -> dict:
+    """A GeoJSON polygon whose processing grid (polygon + 200 m buffer, snapped to 10 m) is exactly
+    the n x n COG grid: the UTM square inset by 200 m + 1 m, densified, in lon/lat."""
+    import shapely
+    from shapely.geometry import box, mapping
+
+    from pipeline.aoi import DEFAULT_BUFFER_M, load_aoi
+    from pipeline.grid import reproject_geometry
+
+    inset = DEFAULT_BUFFER_M + 1.0
+    sq = box(X0 + inset, Y1 - 10 * n + inset, X0 + 10 * n - inset, Y1 - inset)
+    ll = reproject_geometry(shapely.segmentize(sq, 500.0), EPSG, 4326)
+    doc = {"type": "FeatureCollection", "features": [{"type": "Feature",
+           "properties": {"role": "aoi", "id": aoi_id, "name": f"bench {n}x{n} grid"}, "geometry": mapping(ll)}]}
+    _write_text(path, json.dumps(doc))
+    aoi = load_aoi(path)
+    g = aoi.grid()
+    want = (X0, Y1 - 10 * n, X0 + 10 * n, Y1)
+    if g.epsg != EPSG or g.shape != (n, n) or not np.allclose(g.bounds, want, atol=1e-6):
+        raise RuntimeError(f"AOI grid {g} does not coincide with the COG grid {want} (EPSG:{EPSG}, {n}x{n})")
+    return {"area_km2": aoi.area_km2, "grid_shape": list(g.shape)}
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def planted_hits(change_class: Path, rects: list) -> dict:
+    """How many planted rectangles have >= half their pixels flagged (class > 0) in the change-class
+    COG, and the flagged fraction of valid pixels outside every rectangle."""
+    import rasterio
+
+    with rasterio.open(change_class) as src:
+        cls = src.read(1)
+        nodata = src.nodata
+    valid = cls != nodata if nodata is not None else np.ones(cls.shape, bool)
+    flagged = (cls > 0) & valid
+    inside = np.zeros(cls.shape, bool)
+    found = 0
+    for r0, c0, h, w in rects:
+        inside[r0 : r0 + h, c0 : c0 + w] = True
+        found += int(flagged[r0 : r0 + h, c0 : c0 + w].mean() >= 0.5)
+    out = valid & ~inside
+    return {"found": found, "false_frac": float(flagged[out].mean()) if out.any() else 0.0}
+
+
+def _check(cmd: list[str], what: str) -> tuple[float, int, str]:
+    wall, rss, rc, out = C.run_child_peak(cmd)
+    if rc != 0:
+        raise RuntimeError(f"{what} failed (exit {rc}): {' '.join(cmd)}\n{out[-4000:]}")
+    return wall, rss, out
+
+
+def bench_detect(n: int, folder: Path, run_otb: bool) -> dict:
+    say(f"\n== 1. s2watch detect end to end vs OTB MAD on a {n}x{n} pair (local per-band COGs; MAD compared on 6 bands) ==")
+    from pipeline.kernels import irmad
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    before, after, veg, rects = synthetic_scene_pair(n, seed=7)
+    scenes = write_scenes(folder, before, after, veg)
+    say(f"  synthesised and wrote 2 x 7 band COGs (B02 B03 B04 B08 B11 B12 at 10 m, B8A at 20 m) + SCL ({len(rects)} changed rectangles) in {time.perf_counter() - t0:.1f} s")
+    catalog = folder / "catalog"
+    if catalog.exists():
+        shutil.rmtree(catalog)
+    _check([S2WATCH, "stac", "build", str(scenes), "--out", str(catalog)], "s2watch stac build")
+    aoi_path = folder / f"aoi_{n}.geojson"
+    aoi_info = write_grid_aoi(aoi_path, n, f"bench-grid-{n}")
+    say(f"  AOI {aoi_path} ({aoi_info['area_km2']:.0f} km^2 polygon, grid {aoi_info['grid_shape']} = the COG grid)")
+    out_dir = folder / "detect-out"
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    cmd = NICE + [S2WATCH, "detect", str(aoi_path), "--source", str(catalog), "--before", BEFORE[1],
+                  "--after", AFTER[1], "--out", str(out_dir)]
+    say("  $ " + " ".join(cmd))
+    wall_d, rss_d, rc, out = C.run_child_peak(cmd)
+    res: dict = {"n": n, "detect_cmd": cmd, "aoi": aoi_info, "rects": rects, "detect_out": str(out_dir)}
+    if rc != 0:
+        say(f"  s2watch detect FAILED (exit {rc}):\n{out[-3000:]}")
+        res["detect_error"] = f"exit {rc}: {out[-3000:]}"
+        return res
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    timings = manifest.get("timings", {})
+    objs = manifest.get("objects") or {}
+    hit = planted_hits(out_dir / "change_class.tif", rects)
+    res.update(detect_s=wall_d, detect_rss=rss_d, timings=timings, objects=objs, planted_detected=hit)
+    by_class = {k: v for k, v in (objs.get("by_class") or {}).items() if v}
+    say(f"  s2watch detect: {wall_d:.2f} s wall, peak RSS {C.fmt_bytes(rss_d)}; {objs.get('count')} objects {by_class}; "
+        f"planted rectangles with >= half their pixels flagged: {hit['found']}/{len(rects)}, "
+        f"flagged outside them: {100 * hit['false_frac']:.2f} % of valid pixels")
+
+    t0 = time.perf_counter()
+    before, after = before[:6], after[:6]  # the six bands compared with OTB
+    r = irmad(before, after, max_iter=1)
+    rho_ours = np.sort(np.asarray(r.rho, np.float64))[::-1]
+    res["rho_ours"] = rho_ours.tolist()
+    res["our_mad_in_process_s"] = time.perf_counter() - t0
+    if not run_otb:
+        say("  OTB comparison skipped (--no-otb)")
+        return res
+    why = ensure_otb()
+    if why:
+        say(f"  OTB comparison skipped: {why}")
+        res["otb_skipped"] = why
+        return res
+    stacks = [folder / f"otb_in_{n}_before.tif", folder / f"otb_in_{n}_after.tif"]
+    for p, img in zip(stacks, (before, after)):
+        write_stack(p, img)
+    del before, after
+    cmd_otb = NICE + [OTB_APP, "-in1", str(stacks[0]), "-in2", str(stacks[1]), "-out", str(folder / "otb_mad_out.tif"), "-ram", "1024"]
+    wall_o, rss_o, out_o = _check(cmd_otb, "OTB MAD")
+    m = re.search(r"Rho:\s*([-0-9.eE+ ]+)", out_o)
+    if not m:
+        say("  could not parse OTB's Rho line; output tail:\n" + out_o[-800:])
+        res.update(otb_s=wall_o, otb_rss=rss_o, max_rho_diff=None)
+        return res
+    rho_otb = np.sort(np.array([float(x) for x in m.group(1).split()]))[::-1]
+    diff = float(np.max(np.abs(rho_otb - rho_ours)))
+    ratio = wall_o / wall_d
+    res.update(otb_s=wall_o, otb_rss=rss_o, rho_otb=rho_otb.tolist(), max_rho_diff=diff, otb_over_detect=ratio,
+               faster=wall_d < wall_o, rho_ok=diff <= TARGET_RHO)
+    say(f"  OTB MAD alone : {wall_o:.2f} s wall, peak RSS {C.fmt_bytes(rss_o)} (reads uncompressed 6-band GeoTIFFs)")
+    say(f"  ratio OTB / s2watch detect = {ratio:.2f} [{mark(wall_d < wall_o)}] (target > 1: whole pipeline faster than OTB's MAD alone)")
+    say(f"  rho OTB  {np.array2string(rho_otb, precision=6)}")
+    say(f"  rho ours {np.array2string(rho_ours, precision=6)} (pipeline.kernels.irmad, max_iter=1)")
+    say(f"  max |rho difference| = {diff:.2e} [{mark(diff <= TARGET_RHO)}] (target <= {TARGET_RHO:g})")
+    if wall_d >= wall_o:
+        say("  s2watch detect is SLOWER than OTB's MAD alone. Where the time goes (manifest.json timings, s):")
+    else:
+        say("  where the detect time goes (manifest.json timings, s):")
+    for k, v in sorted(timings.items(), key=lambda kv: -float(kv[1]) if isinstance(kv[1], (int, float)) else 0):
+        say(f"    {k:<24} {v}")
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. monitoring series
+
+
+def write_square_aoi(path: Path, lon: float, lat: float, km: float, aoi_id: str) -> None:
+    """A km x km square (in the local UTM zone) centred on lon/lat, as GeoJSON."""
+    import shapely
+    from shapely.geometry import box, mapping
+
+    from pipeline.grid import reproject_geometry, utm_epsg
+
+    epsg = utm_epsg(lon, lat)
+    c = reproject_geometry(shapely.Point(lon, lat), 4326, epsg)
+    h = km * 500.0
+    sq = shapely.segmentize(box(c.x - h, c.y - h, c.x + h, c.y + h), 250.0)
+    ll = reproject_geometry(sq, epsg, 4326)
+    doc = {"type": "FeatureCollection", "features": [{"type": "Feature",
+           "properties": {"role": "aoi", "id": aoi_id, "name": f"bench {km:g} km square"}, "geometry": mapping(ll)}]}
+    _write_text(path, json.dumps(doc))
+
+
+def choose_period(aoi_path: Path, n_acq: int, since: date) -> tuple[date, date, int]:
+    """``until`` such that the simulated source has exactly ``n_acq`` acquisitions in [since, until]."""
+    from pipeline.aoi import load_aoi
+    from pipeline.sources import get_source
+
+    src = get_source("simulated")
+    aoi = load_aoi(aoi_path)
+    acqs = src.search(aoi, since, since + timedelta(days=10 * n_acq + 60))
+    days = sorted({a.time.date() for a in acqs})
+    if len(days) < n_acq:
+        raise RuntimeError(f"simulated source has only {len(days)} acquisitions after {since}")
+    return since, days[n_acq - 1], n_acq
+
+
+def monitor_worker(args_json: str) -> None:
+    """Child process: one ``run_monitor`` call; prints RESULT {json}."""
+    from pipeline.config import load_config
+    from pipeline.runs.monitor import run_monitor
+
+    a = json.loads(args_json)
+    cfg = load_config(env={}, overrides={
+        "output_root": a["root"], "source": "simulated", "since": a["since"], "until": a["until"],
+        "reference_days": 180, "executor": "serial"})
+    t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    summary = run_monitor([a["aoi"]], cfg)
+    c1 = resource.getrusage(resource.RUSAGE_SELF)
+    o = summary.outcomes[0]
+    print("RESULT " + json.dumps({
+        "wall_s": time.perf_counter() - t0, "cpu_s": (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime),
+        "status": o.status, "n_new": o.n_new, "n_used": o.n_used, "n_skipped": o.n_skipped, "error": o.error,
+        "open_counts": o.open_counts, "peak_rss": C.peak_rss_self()}), flush=True)
+
+
+def _run_monitor_child(payload: dict) -> tuple[float, int, dict]:
+    cmd = NICE + [sys.executable, str(Path(__file__).resolve()), "--monitor-worker", json.dumps(payload)]
+    wall, rss, out = _check(cmd, "monitor worker")
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    if not lines:
+        raise RuntimeError(f"monitor worker printed no RESULT:\n{out[-3000:]}")
+    return wall, rss, json.loads(lines[-1][len("RESULT "):])
+
+
+def bench_monitor(n_acq: int, km: float, folder: Path) -> dict:
+    say(f"\n== 2. monitoring: {n_acq} new acquisitions over a {km:g} x {km:g} km AOI (simulated source) ==")
+    folder.mkdir(parents=True, exist_ok=True)
+    aoi_path = folder / f"monitor_aoi_{km:g}km.geojson"
+    write_square_aoi(aoi_path, 16.0, 29.1, km, f"bench-monitor-{km:g}km")
+    from pipeline.aoi import load_aoi
+
+    aoi = load_aoi(aoi_path)
+    shape = aoi.grid().shape
+    since, until, _ = choose_period(aoi_path, n_acq, date(2023, 3, 1))
+    ref = (since - timedelta(days=180), since - timedelta(days=1))
+    say(f"  AOI {aoi_path}: {aoi.area_km2:.1f} km^2, processing grid {shape[0]}x{shape[1]} px (AOI + 200 m buffer)")
+    say(f"  since {since} until {until} ({(until - since).days + 1} days), reference {ref[0]}/{ref[1]}")
+    root = folder / f"monitor-root-{km:g}km"
+    if root.exists():
+        shutil.rmtree(root)
+    payload = {"root": str(root), "since": since.isoformat(), "until": until.isoformat(), "aoi": str(aoi_path)}
+    wall1, rss1, r1 = _run_monitor_child(payload)
+    if r1["status"] == "failed":
+        raise RuntimeError(f"monitoring run failed: {r1['error']}")
+    wall2, rss2, r2 = _run_monitor_child(payload)
+    n = max(r1["n_new"], 1)
+    say(f"  first run : {r1['wall_s']:.1f} s in run_monitor ({wall1:.1f} s process), status {r1['status']}, "
+        f"{r1['n_new']} new ({r1['n_used']} used, {r1['n_skipped']} skipped), objects {r1['open_counts']}")
+    say(f"  per acquisition: {r1['wall_s'] / n:.3f} s wall, {r1['cpu_s'] / n:.3f} s CPU; peak RSS {C.fmt_bytes(rss1)}")
+    say(f"  rerun with nothing new: {r2['wall_s']:.2f} s in run_monitor ({wall2:.2f} s process incl. interpreter start), "
+        f"status {r2['status']}, {r2['n_new']} new")
+    ok_n = r1["n_new"] == n_acq
+    say(f"  new acquisitions = {r1['n_new']} [{mark(ok_n)}] (wanted {n_acq}); rerun new = {r2['n_new']} [{mark(r2['n_new'] == 0)}]")
+    return {"n_acq": n_acq, "km": km, "grid_shape": list(shape), "since": since.isoformat(), "until": until.isoformat(),
+            "reference": [ref[0].isoformat(), ref[1].isoformat()], "first": r1, "first_process_s": wall1, "first_rss": rss1,
+            "rerun": r2, "rerun_process_s": wall2, "rerun_rss": rss2,
+            "per_acq_wall_s": r1["wall_s"] / n, "per_acq_cpu_s": r1["cpu_s"] / n}
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    ap.add_argument("--no-otb", action="store_true", help="skip the OTB comparison")
+    ap.add_argument("--only", choices=("detect", "monitor"), help="run one section")
+    ap.add_argument("--out", type=Path, default=C.OUT, help="output folder (default bench-output/)")
+    ap.add_argument("--monitor-worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.monitor_worker:
+        monitor_worker(args.monitor_worker)
+        return 0
+    quick = args.quick
+    folder = args.out / ("pipeline_quick" if quick else "pipeline")
+    say(f"s2watch pipeline benchmark ({'quick' if quick else 'full'}) - {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    say("  " + ", ".join(f"{k}={v}" for k, v in C.machine_info().items()))
+    results: dict = {"mode": "quick" if quick else "full", "machine": C.machine_info()}
+    if args.only in (None, "detect"):
+        results["detect"] = bench_detect(512 if quick else 4096, folder, not args.no_otb)
+    if args.only in (None, "monitor"):
+        results["monitor"] = bench_monitor(5 if quick else 100, 3.0 if quick else 10.0, folder)
+    path = args.out / ("bench_pipeline_quick.json" if quick else "bench_pipeline.json")
+    C.write_json(path, results)
+    say(f"\n  results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
