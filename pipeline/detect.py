@@ -51,7 +51,7 @@ from .scene import SceneStack
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DetectParams", "MAGNITUDES", "detect", "detect_stacks", "aoi_mask"]
+__all__ = ["DetectParams", "MAGNITUDES", "MAGNITUDE_BANDS", "CONTEXTS", "detect", "detect_stacks", "aoi_mask"]
 
 DEFAULT_BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11", "B12")
 """Bands read and composited: the report needs B02 B03 B04 B8A B11 B12, the indices B08."""
@@ -91,6 +91,20 @@ class DetectParams:
         IR-MAD no-change probability above which a pixel feeds the normalisation. Default 0.9.
     magnitude : str
         Change magnitude: ``cva`` (reflectance units), ``zscore_cva`` or ``irmad_chi2``.
+    magnitude_bands : str
+        Which of ``bands`` enter the magnitude, a name in :data:`MAGNITUDE_BANDS`: ``all``
+        (default) or ``no_nir`` (visible + SWIR: drops B08/B8A, whose seasonal vegetation
+        swing dominates a z-scored CVA between dates of different seasons) or ``visible``.
+        The ``min_cva`` floor and the persistence test still use all ``bands``.
+    context : str
+        Context cue applied to the magnitude before thresholding, a name in :data:`CONTEXTS`:
+        ``none`` (default), ``phenology`` (a pixel vegetated on both dates, NDVI above
+        ``context_ndvi`` before and after, is not a change: crops, lawns, forest seasons) or
+        ``multiscale`` (per pixel the maximum over Gaussian scales of 1, 2 and 4 pixels of the
+        magnitude, each in robust z units: median 0, 1.4826 x MAD = 1).
+    context_ndvi : float
+        NDVI (unitless, -1..1) above which a date counts as vegetated for ``phenology``.
+        Default 0.5.
     threshold : str
         Threshold method of the magnitude: ``robust`` (median + ``robust_k`` x 1.4826 x MAD: a
         multiple of the noise, right whatever the size of the change), ``otsu``,
@@ -132,6 +146,9 @@ class DetectParams:
     normalise: bool = True
     nochange_p: float = 0.9
     magnitude: str = "cva"
+    magnitude_bands: str = "all"
+    context: str = "none"
+    context_ndvi: float = 0.5
     threshold: str = "robust"
     robust_k: float = 6.0
     min_cva: float = 0.06
@@ -147,6 +164,19 @@ class DetectParams:
             raise UsageError(f"mask_method {self.mask_method!r}: use one of auto, {', '.join(MASK_METHODS)}")
         if self.magnitude not in MAGNITUDES:
             raise UsageError(f"magnitude {self.magnitude!r}: use one of {', '.join(MAGNITUDES)}")
+        if self.magnitude_bands not in MAGNITUDE_BANDS:
+            raise UsageError(f"magnitude_bands {self.magnitude_bands!r}: use one of {', '.join(MAGNITUDE_BANDS)}")
+        if not _magnitude_band_index(self.bands, self.magnitude_bands):
+            raise UsageError(
+                f"magnitude_bands {self.magnitude_bands!r} keeps none of bands {self.bands}; "
+                f"use 'all' or read bands {MAGNITUDE_BANDS[self.magnitude_bands]}"
+            )
+        if self.context not in CONTEXTS:
+            raise UsageError(f"context {self.context!r}: use one of {', '.join(CONTEXTS)}")
+        if self.context == "phenology" and not {"B04", "B08"} <= set(self.bands):
+            raise UsageError(f"context 'phenology' needs bands B04 and B08 (NDVI); bands are {self.bands}")
+        if not -1.0 <= self.context_ndvi <= 1.0:
+            raise UsageError(f"context_ndvi must be in [-1, 1], got {self.context_ndvi}")
         valid_thr = ("robust", "otsu", "kittler-illingworth", "chi2", "none")
         if self.threshold not in valid_thr:
             raise UsageError(f"threshold {self.threshold!r}: use one of {', '.join(valid_thr)}")
@@ -192,6 +222,59 @@ def _mag_chi2(before, after, bands, inside, irmad_res):
 
 MAGNITUDES: dict[str, Callable] = {"cva": _mag_cva, "zscore_cva": _mag_zscore, "irmad_chi2": _mag_chi2}
 """Named change magnitudes: ``(before, after, bands, inside, irmad_result) -> (H, W) float32``."""
+
+MAGNITUDE_BANDS: dict[str, tuple[str, ...] | None] = {
+    "all": None,
+    "no_nir": ("B01", "B02", "B03", "B04", "B05", "B11", "B12"),
+    "visible": ("B02", "B03", "B04"),
+}
+"""Named band sets of the magnitude: the bands kept (in the order of ``bands``); None = all.
+``no_nir`` keeps visible and SWIR, drops the NIR plateau (B06-B8A) where vegetation phenology lives."""
+
+
+def _magnitude_band_index(bands: tuple[str, ...], name: str) -> list[int]:
+    keep = MAGNITUDE_BANDS[name]
+    return [i for i, b in enumerate(bands) if keep is None or b in keep]
+
+
+def _robust_z(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 MAD) over ``valid``; a zero MAD leaves the scale at 1."""
+    v = x[valid & np.isfinite(x)]
+    if v.size == 0:
+        return x
+    med = float(np.median(v))
+    mad = 1.4826 * float(np.median(np.abs(v - med)))
+    return (x - med) / (mad if mad > 0 else 1.0)
+
+
+def _ctx_none(magnitude, before, after_raw, bands, valid, params):
+    return magnitude
+
+
+def _ctx_phenology(magnitude, before, after_raw, bands, valid, params):
+    r, n = bands.index("B04"), bands.index("B08")
+
+    def ndvi(img):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (img[n] - img[r]) / (img[n] + img[r])
+
+    # physical reflectance on both sides (the after composite before normalisation)
+    with np.errstate(invalid="ignore"):
+        veg_both = (ndvi(before) > params.context_ndvi) & (ndvi(after_raw) > params.context_ndvi)
+    return np.where(veg_both & np.isfinite(magnitude), 0.0, magnitude).astype(np.float32)
+
+
+def _ctx_multiscale(magnitude, before, after_raw, bands, valid, params):
+    from scipy import ndimage
+
+    filled = np.where(np.isfinite(magnitude), magnitude, 0.0).astype(np.float32)
+    scales = [_robust_z(ndimage.gaussian_filter(filled, s), valid) for s in (1.0, 2.0, 4.0)]
+    return np.where(valid, np.max(scales, axis=0), np.nan).astype(np.float32)
+
+
+CONTEXTS: dict[str, Callable] = {"none": _ctx_none, "phenology": _ctx_phenology, "multiscale": _ctx_multiscale}
+"""Named context cues: ``(magnitude, before, after_raw, bands, valid, params) -> (H, W) float32``,
+applied after ``smooth_px`` and before the threshold."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -571,13 +654,19 @@ def detect_stacks(
         from .kernels.metrics import cva, index_deltas
 
         cva_map = cva(before_c, after_c)
-        magnitude = np.asarray(MAGNITUDES[params.magnitude](before_c, after_c, params.bands, both, irmad_res), np.float32)
+        mb = _magnitude_band_index(params.bands, params.magnitude_bands)
+        if len(mb) == len(params.bands):
+            mag_in = (before_c, after_c, params.bands, both, irmad_res)
+        else:  # IR-MAD of the subset is refitted by _mag_chi2 (irmad_res covers all bands)
+            mag_in = (before_c[mb], after_c[mb], tuple(params.bands[i] for i in mb), both, None)
+        magnitude = np.asarray(MAGNITUDES[params.magnitude](*mag_in), np.float32)
         magnitude = np.where(both, magnitude, np.nan).astype(np.float32)
         if params.smooth_px > 0:
             from scipy import ndimage
 
             filled = np.where(np.isfinite(magnitude), magnitude, 0.0)
             magnitude = np.where(both, ndimage.gaussian_filter(filled, params.smooth_px), np.nan).astype(np.float32)
+        magnitude = np.asarray(CONTEXTS[params.context](magnitude, before_c, after_raw, params.bands, both, params), np.float32)
         deltas = index_deltas(before_c, after_c, bands=params.bands)
 
     with timer("threshold"):
@@ -586,8 +675,9 @@ def detect_stacks(
         if params.threshold == "chi2" and params.magnitude != "irmad_chi2":
             stat = np.where(both, _mag_chi2(before_c, after_c, params.bands, both, irmad_res), np.nan)
         vals = stat[both & np.isfinite(stat)]
+        dof = len(mb) if params.magnitude == "irmad_chi2" else len(params.bands)
         thr = (
-            _threshold(vals, params.threshold, dof=len(params.bands), chi2_p=params.chi2_p, robust_k=params.robust_k)
+            _threshold(vals, params.threshold, dof=dof, chi2_p=params.chi2_p, robust_k=params.robust_k)
             if vals.size
             else np.inf
         )

@@ -178,6 +178,16 @@ def test_params_validation_lists_valid_names():
         DetectParams(magnitude="magic")
     with pytest.raises(UsageError, match="robust, otsu"):
         DetectParams(threshold="magic")
+    with pytest.raises(UsageError, match="magnitude_bands 'swir': use one of all, no_nir, visible"):
+        DetectParams(magnitude_bands="swir")
+    with pytest.raises(UsageError, match="keeps none of bands"):
+        DetectParams(bands=("B08", "B8A"), coreg_band="B08", magnitude_bands="no_nir")
+    with pytest.raises(UsageError, match="context 'texture': use one of none, phenology, multiscale"):
+        DetectParams(context="texture")
+    with pytest.raises(UsageError, match="needs bands B04 and B08"):
+        DetectParams(bands=("B02", "B03", "B04"), coreg_band="B04", context="phenology")
+    with pytest.raises(UsageError, match="context_ndvi"):
+        DetectParams(context_ndvi=1.5)
     with pytest.raises(UsageError, match="window starts after"):
         detect(_aoi(), None, before=(date(2024, 2, 1), date(2024, 1, 1)), after=(date(2024, 3, 1), date(2024, 4, 1)))
 
@@ -224,7 +234,20 @@ def test_simulated_nochange_pair_across_2022_offset_gives_no_objects():
     assert (res.class_map[aoi_mask(aoi, res.grid)] != NODATA_CODE).mean() > 0.95
 
 
-@pytest.mark.parametrize("kw", [dict(threshold="chi2"), dict(threshold="otsu"), dict(magnitude="zscore_cva"), dict(magnitude="irmad_chi2", threshold="chi2")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(threshold="chi2"),
+        dict(threshold="otsu"),
+        dict(magnitude="zscore_cva"),
+        dict(magnitude="irmad_chi2", threshold="chi2"),
+        dict(magnitude="zscore_cva", magnitude_bands="no_nir"),
+        dict(magnitude="zscore_cva", magnitude_bands="visible"),
+        dict(magnitude="irmad_chi2", threshold="chi2", magnitude_bands="no_nir"),
+        dict(magnitude="zscore_cva", context="phenology"),
+        dict(magnitude="zscore_cva", context="multiscale"),
+    ],
+)
 def test_other_magnitudes_and_thresholds_find_the_planted_building(kw):
     aoi = _aoi()
     grid = aoi.grid()
@@ -297,3 +320,60 @@ def test_bench_accuracy_scoring_matches_objects_to_truth(project_root):
     assert sc["objects"]["new_structure"] == 2 and sc["objects_true"]["new_structure"] == 1
     assert sc["objects_true"]["surface_change"] == 1
     assert len(sc["false_objects"]) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# context cues: a field greening up between seasons is not a change; a new roof is
+
+FIELD = (slice(18, 32), slice(18, 34))
+CROP_SPRING = np.array([0.04, 0.07, 0.05, 0.30, 0.32, 0.18, 0.09], np.float32)  # NDVI 0.71
+CROP_SUMMER = np.array([0.04, 0.07, 0.05, 0.46, 0.48, 0.18, 0.09], np.float32)  # NDVI 0.80: NIR only
+
+
+def _paint(stack: SceneStack, region, spectrum) -> SceneStack:
+    """Set ``region`` (rows, cols) of every date of ``stack`` to ``spectrum`` (reflectance, no DN offset)."""
+    assert all(a.offset == 0 for a in stack.acquisitions)
+    stack.data[:, :, region[0], region[1]] = np.round(spectrum * 10000).astype(np.uint16)[None, :, None, None]
+    return stack
+
+
+def _seasonal_pair():
+    aoi = _aoi()
+    grid = aoi.grid()
+    b = _paint(_stack(grid, _dates(date(2024, 3, 1), 3)), FIELD, CROP_SPRING)
+    a = _paint(_stack(grid, _dates(date(2025, 7, 1), 3), building=BUILDING), FIELD, CROP_SUMMER)
+    return aoi, b, a
+
+
+def _field_flagged(res) -> float:
+    cm = res.class_map[FIELD]
+    return float(((cm > 0) & (cm != NODATA_CODE)).mean())
+
+
+def _building_found(res) -> bool:
+    cm = res.class_map[BUILDING]
+    return ((cm > 0) & (cm != NODATA_CODE)).mean() > 0.5 and any(o.cls == "new_structure" for o in res.objects)
+
+
+def test_nir_only_green_up_is_a_change_with_all_bands_but_not_without_nir():
+    """Planted: a crop field whose NIR rises by 0.16 (visible and SWIR unchanged) and a new roof.
+    z-CVA over all bands flags the field; over visible + SWIR (``no_nir``) only the roof."""
+    aoi, b, a = _seasonal_pair()
+    all_bands = detect_stacks(aoi, b, a, params=DetectParams(magnitude="zscore_cva"))
+    assert _field_flagged(all_bands) > 0.5, "the fixture must plant a change the all-band magnitude sees"
+    assert _building_found(all_bands)
+    no_nir = detect_stacks(aoi, b, a, params=DetectParams(magnitude="zscore_cva", magnitude_bands="no_nir"))
+    assert _field_flagged(no_nir) == 0.0
+    assert _building_found(no_nir)
+    assert no_nir.parameters["magnitude_bands"] == "no_nir"
+
+
+def test_phenology_context_drops_pixels_vegetated_on_both_dates_only():
+    """Same pair: ``phenology`` drops the field (NDVI > 0.5 on both dates), keeps the roof (sand before);
+    with the NDVI bar above the summer crop's 0.80 the field is a change again."""
+    aoi, b, a = _seasonal_pair()
+    res = detect_stacks(aoi, b, a, params=DetectParams(magnitude="zscore_cva", context="phenology"))
+    assert _field_flagged(res) == 0.0
+    assert _building_found(res)
+    high = detect_stacks(aoi, b, a, params=DetectParams(magnitude="zscore_cva", context="phenology", context_ndvi=0.9))
+    assert _field_flagged(high) > 0.5
