@@ -311,7 +311,16 @@ def classify_rules(
             )
 
     # 2. water ---------------------------------------------------------------------------------
-    if dW is not None and absW >= t.mndwi_min and absW >= absN:
+    # Open water has a negative NDVI, so filling it with any land cover raises NDVI as much as it
+    # lowers MNDWI: a clear water <-> land transition whose land side is not vegetated is decided
+    # here, whichever index moved more.
+    wet_b, wet_a = der.get("before_water"), der.get("after_water")
+    land_ndvi = der.get("after_ndvi") if wet_b else der.get("before_ndvi")
+    water_transition = (
+        wet_b is not None and wet_a is not None and bool(wet_b) != bool(wet_a)
+        and (land_ndvi is None or land_ndvi < t.vegetated_ndvi_min)
+    )
+    if dW is not None and absW >= t.mndwi_min and (absW >= absN or water_transition):
         wet_before, wet_after = der.get("before_water"), der.get("after_water")
         if wet_before is not None or wet_after is not None:
             # the side that gained MNDWI must look like water: MNDWI > 0 and dark in the NIR

@@ -192,6 +192,17 @@ def test_water_replaced_by_land_is_quay_or_reclamation():
     assert classify_region(props(FILL, SEA, mndwi=0.9, brightness=-0.2))[2]["rule"] == "water.appeared"
 
 
+def test_water_filled_by_a_thin_quay_even_when_ndvi_moves_more():
+    """Sea has a negative NDVI, so a concrete quay raises NDVI (+0.43) more than it lowers MNDWI
+    (-0.35): the water-to-land transition still decides, and a 30 m wide staircase shape
+    (rectangularity 0.6) is a quay, not an unexplained change."""
+    p = props(SEA, CONCRETE, mndwi=-0.35, ndvi=0.43, brightness=0.17, dbi=-0.86,
+              rectangularity=0.59, solidity=0.83, elongation=2.0)
+    p["width_m"] = 31.0
+    cls, _, ev = classify_region(p)
+    assert cls == "new_structure" and ev["rule"] == "new_structure.on_water"
+
+
 def test_bright_roof_is_neither_water_nor_vegetation_loss():
     """Sand -> bright roof also raises MNDWI (+0.33) and lowers NDVI (-0.13), as measured on the
     simulated archive; neither makes it water (the roof is bright in the NIR) nor vegetation
