@@ -51,6 +51,7 @@ test: install sysdeps
 ## bench: speed benchmarks (ratios measured in one run) and source transfer figures
 bench: install
 	$(BIN)/python benchmarks/bench_speed.py
+	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_sources.py
 
 ## bench-accuracy: detection accuracy on simulated ground truth and real OSCD pairs

@@ -14,7 +14,7 @@ plain MAD, and a monitoring series of acquisitions.
 Usage::
 
     .venv/bin/python benchmarks/bench_pipeline.py            # full (~ several minutes)
-    .venv/bin/python benchmarks/bench_pipeline.py --quick    # 512 px pair, 5 acquisitions on 3 km
+    .venv/bin/python benchmarks/bench_pipeline.py --quick    # 512 px pair; 5 acquisitions on 3 km, 60-day reference
 
 Heavy child processes run under ``nice -n 15``. Results go to ``bench-output/bench_pipeline[_quick].json``.
 """
@@ -356,7 +356,7 @@ def monitor_worker(args_json: str) -> None:
     a = json.loads(args_json)
     cfg = load_config(env={}, overrides={
         "output_root": a["root"], "source": "simulated", "since": a["since"], "until": a["until"],
-        "reference_days": 180, "executor": "serial"})
+        "reference_days": a["reference_days"], "executor": "serial"})
     t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     summary = run_monitor([a["aoi"]], cfg)
     c1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -376,7 +376,7 @@ def _run_monitor_child(payload: dict) -> tuple[float, int, dict]:
     return wall, rss, json.loads(lines[-1][len("RESULT "):])
 
 
-def bench_monitor(n_acq: int, km: float, folder: Path) -> dict:
+def bench_monitor(n_acq: int, km: float, folder: Path, ref_days: int = 180) -> dict:
     say(f"\n== 2. monitoring: {n_acq} new acquisitions over a {km:g} x {km:g} km AOI (simulated source) ==")
     folder.mkdir(parents=True, exist_ok=True)
     aoi_path = folder / f"monitor_aoi_{km:g}km.geojson"
@@ -386,13 +386,14 @@ def bench_monitor(n_acq: int, km: float, folder: Path) -> dict:
     aoi = load_aoi(aoi_path)
     shape = aoi.grid().shape
     since, until, _ = choose_period(aoi_path, n_acq, date(2023, 3, 1))
-    ref = (since - timedelta(days=180), since - timedelta(days=1))
+    ref = (since - timedelta(days=ref_days), since - timedelta(days=1))
     say(f"  AOI {aoi_path}: {aoi.area_km2:.1f} km^2, processing grid {shape[0]}x{shape[1]} px (AOI + 200 m buffer)")
     say(f"  since {since} until {until} ({(until - since).days + 1} days), reference {ref[0]}/{ref[1]}")
     root = folder / f"monitor-root-{km:g}km"
     if root.exists():
         shutil.rmtree(root)
-    payload = {"root": str(root), "since": since.isoformat(), "until": until.isoformat(), "aoi": str(aoi_path)}
+    payload = {"root": str(root), "since": since.isoformat(), "until": until.isoformat(), "aoi": str(aoi_path),
+               "reference_days": ref_days}
     wall1, rss1, r1 = _run_monitor_child(payload)
     if r1["status"] == "failed":
         raise RuntimeError(f"monitoring run failed: {r1['error']}")
@@ -419,6 +420,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--no-otb", action="store_true", help="skip the OTB comparison")
     ap.add_argument("--only", choices=("detect", "monitor"), help="run one section")
+    ap.add_argument("--acquisitions", type=int, help="monitoring: new acquisitions (default 100, quick 5)")
     ap.add_argument("--out", type=Path, default=C.OUT, help="output folder (default bench-output/)")
     ap.add_argument("--monitor-worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -433,8 +435,10 @@ def main(argv=None) -> int:
     if args.only in (None, "detect"):
         results["detect"] = bench_detect(512 if quick else 4096, folder, not args.no_otb)
     if args.only in (None, "monitor"):
-        results["monitor"] = bench_monitor(5 if quick else 100, 3.0 if quick else 10.0, folder)
-    path = args.out / ("bench_pipeline_quick.json" if quick else "bench_pipeline.json")
+        # quick: a 60-day reference keeps the smoke test short; full: the 180 days before
+        results["monitor"] = bench_monitor(args.acquisitions or (5 if quick else 100), 3.0 if quick else 10.0, folder,
+                                           60 if quick else 180)
+    path = args.out / (f"bench_pipeline{'_quick' if quick else ''}{'_' + args.only if args.only else ''}.json")
     C.write_json(path, results)
     say(f"\n  results written to {path}")
     return 0
