@@ -5,8 +5,9 @@ through ``pyplot``'s global state, so nothing accumulates and any backend, Agg i
 returns what it drew on. Images are shown in pixel coordinates of the AOI grid (``imshow``'s
 default), and :func:`show_objects` draws outlines in the same coordinates.
 
-The stretch is the report's (:func:`pipeline.outputs.plots.stretch_limits`): per-band percentiles
-over every image of a comparison together, so before and after are comparable.
+The stretch is the report's (:func:`pipeline.outputs.plots.stretch_limits`): percentiles over every
+image of a comparison together and one pair of limits for the three bands, so before and after are
+comparable and the hue is kept.
 """
 
 from __future__ import annotations

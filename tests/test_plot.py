@@ -67,12 +67,24 @@ def test_rgb_percentile_stretch_matches_numpy_percentiles():
     rng = np.random.default_rng(0)
     img = rng.uniform(0, 0.6, size=(len(BANDS), 30, 30)).astype(np.float32)
     out = rgb(img, BANDS, combo="true", percentiles=(5, 95))
-    red = img[BANDS.index("B04")]
-    lo, hi = np.percentile(red, [5, 95])
-    expected = np.clip((red - lo) / (hi - lo), 0, 1)
-    np.testing.assert_allclose(out[..., 0], expected, atol=1e-5)
-    assert (out[..., 0] == 0).mean() == pytest.approx(0.05, abs=0.01)
-    assert (out[..., 0] == 1).mean() == pytest.approx(0.05, abs=0.01)
+    tc = [img[BANDS.index(b)] for b in ("B04", "B03", "B02")]
+    lo = min(np.percentile(c, 5) for c in tc)  # one pair of limits for the three bands
+    hi = max(np.percentile(c, 95) for c in tc)
+    for k, c in enumerate(tc):
+        np.testing.assert_allclose(out[..., k], np.clip((c - lo) / (hi - lo), 0, 1), atol=1e-5)
+    assert (out[..., 0] == 0).mean() == pytest.approx(0.05, abs=0.02)
+
+
+def test_true_colour_keeps_the_hue_of_desert_sand():
+    """Sand is redder than it is blue (B04 0.40 > B03 0.33 > B02 0.25): the composite must stay
+    tan, not be stretched grey band by band."""
+    rng = np.random.default_rng(1)
+    base = {"B02": 0.25, "B03": 0.33, "B04": 0.40}
+    img = np.stack([np.full((20, 20), base.get(b, 0.3), np.float32) + rng.normal(0, 0.02, (20, 20)).astype(np.float32)
+                    for b in BANDS])
+    out = rgb(img, BANDS, combo="true")
+    r, g, b = (out[..., k].mean() for k in range(3))
+    assert r > g + 0.1 > b + 0.2
 
 
 def test_rgb_errors():

@@ -32,25 +32,34 @@ SWIR_FALSE_COLOUR = ("B12", "B8A", "B04")
 
 
 def stretch_limits(*stacks: np.ndarray, pct: tuple[float, float] = (2.0, 98.0)) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band percentile limits over several ``(3, H, W)`` stacks together (NaN ignored).
+    """Percentile limits over several ``(3, H, W)`` stacks together (NaN ignored), shared by the
+    three bands.
 
-    Using one pair of limits for the before and after pictures keeps them comparable.
+    One pair of limits for the before and after pictures keeps them comparable; one pair for the
+    three bands keeps the hue (desert stays tan, water blue), as in Sentinel-2 true-colour
+    products. The pair spans the lowest lower and the highest upper per-band percentile.
 
     Returns
     -------
     lo, hi : (3,) float32
-        ``hi > lo`` always (a flat band gets ``hi = lo + 1e-3``); ``(0, 0.3)`` for an all-NaN band.
+        Equal across bands; ``hi > lo`` always (flat data gets ``hi = lo + 1e-3``); ``(0, 0.3)``
+        when every band is all NaN.
     """
     both = np.concatenate([s.reshape(s.shape[0], -1) for s in stacks], axis=1)
-    lo = np.zeros(both.shape[0], np.float32)
-    hi = np.full(both.shape[0], 0.3, np.float32)
+    los, his = [], []
     for b in range(both.shape[0]):
         v = both[b][np.isfinite(both[b])]
         if v.size:
-            lo[b], hi[b] = np.percentile(v, pct)
-            if hi[b] - lo[b] < 1e-3:
-                hi[b] = lo[b] + 1e-3
-    return lo, hi
+            l, h = np.percentile(v, pct)
+            los.append(l)
+            his.append(h)
+    n = both.shape[0]
+    if not los:
+        return np.zeros(n, np.float32), np.full(n, 0.3, np.float32)
+    lo, hi = float(min(los)), float(max(his))
+    if hi - lo < 1e-3:
+        hi = lo + 1e-3
+    return np.full(n, lo, np.float32), np.full(n, hi, np.float32)
 
 
 def to_uint8(stack: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
