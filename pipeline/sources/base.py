@@ -36,3 +36,29 @@ class Source(Protocol):
         bands: Sequence[str] = ALL_BANDS,
     ) -> SceneStack:
         ...
+
+
+def prepare_read(
+    source_name: str, aoi: AOI, acquisitions: Sequence[Acquisition], grid: Grid | None, bands: Sequence[str]
+) -> tuple[Grid, tuple[str, ...], list[Acquisition]]:
+    """Check and normalise the arguments of ``Source.read``: the grid (default ``aoi.grid()``),
+    the band names, and the acquisitions sorted by time.
+
+    Raises
+    ------
+    UsageError
+        For a band name that is not one of :data:`pipeline.scene.ALL_BANDS`.
+    NoDataError
+        When there is nothing to read.
+    """
+    from ..errors import NoDataError, UsageError
+
+    grid = grid or aoi.grid()
+    bands = tuple(bands)
+    bad = [b for b in bands if b not in ALL_BANDS]
+    if bad:
+        raise UsageError(f"unknown band(s) {bad}; valid bands are {', '.join(ALL_BANDS)}")
+    acqs = sorted(acquisitions, key=lambda a: a.time)
+    if not acqs:
+        raise NoDataError(f"{source_name}: no acquisitions to read for AOI {aoi.id}; widen the dates or raise max_cloud")
+    return grid, bands, acqs

@@ -36,6 +36,7 @@ from ..scene import ALL_BANDS, Acquisition, SceneStack
 from ._cache import ArrayCache, request_key
 from ._reproject import mosaic_first_valid, read_to_grid
 from ._retry import DEFAULT_RETRY, RetryPolicy
+from .base import prepare_read
 
 log = logging.getLogger(__name__)
 
@@ -304,14 +305,7 @@ class _StacReader:
         -----
         Memory: about ``T * H * W * (2 B + 2)`` bytes for the result plus one band being warped.
         """
-        grid = grid or aoi.grid()
-        bands = tuple(bands)
-        bad = [b for b in bands if b not in ALL_BANDS]
-        if bad:
-            raise UsageError(f"unknown band(s) {bad}; valid bands are {', '.join(ALL_BANDS)}")
-        acqs = sorted(acquisitions, key=lambda a: a.time)
-        if not acqs:
-            raise NoDataError(f"{self.name}: no acquisitions to read for AOI {aoi.id}; widen the dates or raise max_cloud")
+        grid, bands, acqs = prepare_read(self.name, aoi, acquisitions, grid, bands)
         T, (H, W) = len(acqs), grid.shape
         data = np.zeros((T, len(bands), H, W), np.uint16)
         valid = np.zeros((T, H, W), bool)
