@@ -67,7 +67,7 @@ SIM_PARAMS = DetectParams()
 
 OSCD_PARAMS = DetectParams(magnitude="zscore_cva", magnitude_bands="no_nir", min_cva=0.05, robust_k=6.0, smooth_px=1.0)
 """One parameter set for every OSCD city (single-date L1C pairs of towns, seasons differ):
-z-scored CVA over the visible and SWIR bands (``magnitude_bands="no_nir"``: the two NIR bands
+z-scored CVA over the visible and SWIR bands (``magnitude_bands="no_nir"``, also the default: the two NIR bands
 carry the seasonal vegetation swing, which the urban-change labels do not count; the 7-band
 z-CVA gave them 2/7 of the weight), a 1-pixel Gaussian on the magnitude (labels are blobs of
 buildings, the pairs are misregistered by up to a pixel), the default noise threshold (6 robust

@@ -92,10 +92,10 @@ class DetectParams:
     magnitude : str
         Change magnitude: ``cva`` (reflectance units), ``zscore_cva`` or ``irmad_chi2``.
     magnitude_bands : str
-        Which of ``bands`` enter the magnitude, a name in :data:`MAGNITUDE_BANDS`: ``all``
-        (default) or ``no_nir`` (visible + SWIR: drops B08/B8A, whose seasonal vegetation
-        swing dominates a z-scored CVA between dates of different seasons) or ``visible``.
-        The ``min_cva`` floor and the persistence test still use all ``bands``.
+        Which of ``bands`` enter the magnitude, a name in :data:`MAGNITUDE_BANDS`: ``no_nir``
+        (default: visible + SWIR; drops B08/B8A, which carry the seasonal swing of vegetation,
+        not the concrete, asphalt and bare soil of the change classes), ``all`` or ``visible``.
+        The ``min_cva`` floor, the persistence test and the index deltas still use all ``bands``.
     context : str
         Context cue applied to the magnitude before thresholding, a name in :data:`CONTEXTS`:
         ``none`` (default), ``phenology`` (a pixel vegetated on both dates, NDVI above
@@ -146,7 +146,7 @@ class DetectParams:
     normalise: bool = True
     nochange_p: float = 0.9
     magnitude: str = "cva"
-    magnitude_bands: str = "all"
+    magnitude_bands: str = "no_nir"
     context: str = "none"
     context_ndvi: float = 0.5
     threshold: str = "robust"

@@ -241,7 +241,8 @@ def test_simulated_nochange_pair_across_2022_offset_gives_no_objects():
         dict(threshold="otsu"),
         dict(magnitude="zscore_cva"),
         dict(magnitude="irmad_chi2", threshold="chi2"),
-        dict(magnitude="zscore_cva", magnitude_bands="no_nir"),
+        dict(magnitude_bands="all"),
+        dict(magnitude="zscore_cva", magnitude_bands="all"),
         dict(magnitude="zscore_cva", magnitude_bands="visible"),
         dict(magnitude="irmad_chi2", threshold="chi2", magnitude_bands="no_nir"),
         dict(magnitude="zscore_cva", context="phenology"),
@@ -359,21 +360,26 @@ def test_nir_only_green_up_is_a_change_with_all_bands_but_not_without_nir():
     """Planted: a crop field whose NIR rises by 0.16 (visible and SWIR unchanged) and a new roof.
     z-CVA over all bands flags the field; over visible + SWIR (``no_nir``) only the roof."""
     aoi, b, a = _seasonal_pair()
-    all_bands = detect_stacks(aoi, b, a, params=DetectParams(magnitude="zscore_cva"))
+    all_bands = detect_stacks(aoi, b, a, params=DetectParams(magnitude="zscore_cva", magnitude_bands="all"))
     assert _field_flagged(all_bands) > 0.5, "the fixture must plant a change the all-band magnitude sees"
     assert _building_found(all_bands)
     no_nir = detect_stacks(aoi, b, a, params=DetectParams(magnitude="zscore_cva", magnitude_bands="no_nir"))
     assert _field_flagged(no_nir) == 0.0
     assert _building_found(no_nir)
     assert no_nir.parameters["magnitude_bands"] == "no_nir"
+    # the defaults (reflectance CVA, no NIR) ignore the green-up; with all bands CVA flags it
+    default = detect_stacks(aoi, b, a)
+    assert _field_flagged(default) == 0.0 and _building_found(default)
+    assert _field_flagged(detect_stacks(aoi, b, a, params=DetectParams(magnitude_bands="all"))) > 0.5
 
 
 def test_phenology_context_drops_pixels_vegetated_on_both_dates_only():
-    """Same pair: ``phenology`` drops the field (NDVI > 0.5 on both dates), keeps the roof (sand before);
+    """Same pair, all bands in the magnitude: ``phenology`` drops the field (NDVI > 0.5 on both dates), keeps the roof (sand before);
     with the NDVI bar above the summer crop's 0.80 the field is a change again."""
     aoi, b, a = _seasonal_pair()
-    res = detect_stacks(aoi, b, a, params=DetectParams(magnitude="zscore_cva", context="phenology"))
+    kw = dict(magnitude="zscore_cva", magnitude_bands="all", context="phenology")
+    res = detect_stacks(aoi, b, a, params=DetectParams(**kw))
     assert _field_flagged(res) == 0.0
     assert _building_found(res)
-    high = detect_stacks(aoi, b, a, params=DetectParams(magnitude="zscore_cva", context="phenology", context_ndvi=0.9))
+    high = detect_stacks(aoi, b, a, params=DetectParams(**kw, context_ndvi=0.9))
     assert _field_flagged(high) > 0.5
