@@ -225,11 +225,12 @@ MAGNITUDES: dict[str, Callable] = {"cva": _mag_cva, "zscore_cva": _mag_zscore, "
 
 MAGNITUDE_BANDS: dict[str, tuple[str, ...] | None] = {
     "all": None,
-    "no_nir": ("B01", "B02", "B03", "B04", "B05", "B11", "B12"),
+    "no_nir": ("B02", "B03", "B04", "B11", "B12"),
     "visible": ("B02", "B03", "B04"),
 }
 """Named band sets of the magnitude: the bands kept (in the order of ``bands``); None = all.
-``no_nir`` keeps visible and SWIR, drops the NIR plateau (B06-B8A) where vegetation phenology lives."""
+``no_nir`` keeps visible (B02-B04) and SWIR (B11, B12), drops red edge and NIR (B05-B8A), where
+the seasonal swing of vegetation lives."""
 
 
 def _magnitude_band_index(bands: tuple[str, ...], name: str) -> list[int]:
