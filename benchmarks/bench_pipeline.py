@@ -1,10 +1,12 @@
 """Pipeline-level benchmarks (issue 8): the whole ``s2watch detect`` command against Orfeo ToolBox's
 plain MAD, and a monitoring series of acquisitions.
 
-1. ``s2watch detect`` end to end on an N x N six-band pair (N = 4096: a 41 km square, 1678 km^2)
-   read from local per-band COGs through a local STAC catalog built by ``s2watch stac build``,
+1. ``s2watch detect`` end to end on an N x N pair (N = 4096: a 41 km square, 1678 km^2; the AOI
+   polygon is that square inset by the 200 m processing buffer, 1645 km^2) read from local
+   per-band COGs (the six compared bands B02 B03 B04 B08 B11 B12 at 10 m, plus B8A and SCL at 20 m
+   because ``s2watch detect`` reads B8A too) through a local STAC catalog built by ``s2watch stac build``,
    timed as a child process (wall time, peak RSS), against ``otbcli_MultivariateAlterationDetector``
-   on the same pair (Debian ``otb-bin``; installed on demand by ``ensure_otb``). Target: the whole
+   on the same six-band pair (Debian ``otb-bin``; installed on demand by ``ensure_otb``). Target: the whole
    pipeline faster than OTB's MAD alone; canonical correlations of our MAD
    (``pipeline.kernels.irmad`` with one iteration = plain MAD) equal to OTB's to 1e-3.
 2. Monitoring: ``run_monitor`` with the simulated source over a 10 x 10 km user AOI, ``since`` /
@@ -13,10 +15,12 @@ plain MAD, and a monitoring series of acquisitions.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_pipeline.py            # full (~ several minutes)
+    .venv/bin/python benchmarks/bench_pipeline.py            # full: ~2 min + ~40 min monitoring
+    .venv/bin/python benchmarks/bench_pipeline.py --only detect --acquisitions 20  # one section / fewer
     .venv/bin/python benchmarks/bench_pipeline.py --quick    # 512 px pair; 5 acquisitions on 3 km, 60-day reference
 
-Heavy child processes run under ``nice -n 15``. Results go to ``bench-output/bench_pipeline[_quick].json``.
+Heavy child processes run under ``nice -n 15``. Results go to
+``bench-output/bench_pipeline[_quick][_detect|_monitor].json``.
 """
 
 from __future__ import annotations
