@@ -353,12 +353,12 @@ class State:
         return ids
 
     def runs(self, aoi_id: str | None = None) -> list[dict]:
-        q = "SELECT * FROM runs" + (" WHERE aoi_id = ?" if aoi_id else "") + " ORDER BY started_at, run_id"
+        q = "SELECT * FROM runs" + (" WHERE aoi_id = ?" if aoi_id else "") + " ORDER BY started_at, rowid"
         return [dict(r) for r in self.conn.execute(q, (aoi_id,) if aoi_id else ())]
 
     def last_run(self, aoi_id: str) -> dict | None:
         row = self.conn.execute(
-            "SELECT * FROM runs WHERE aoi_id = ? ORDER BY started_at DESC, run_id DESC LIMIT 1", (aoi_id,)
+            "SELECT * FROM runs WHERE aoi_id = ? ORDER BY started_at DESC, rowid DESC LIMIT 1", (aoi_id,)
         ).fetchone()
         return dict(row) if row else None
 

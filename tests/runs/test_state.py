@@ -140,3 +140,18 @@ def test_version_1_database_is_migrated_keeping_its_rows(tmp_path):
     assert st.unreported_confirmed("t") == []
     st.record_observations("t", st.objects("t"), acq_id="a1", date="2024-09-06")
     assert st.history("t") == {"t-1": [{"date": "2024-09-06", "status": "confirmed", "confidence": 0.7, "area_m2": 900.0}]}
+
+
+def test_last_run_is_the_latest_started_even_within_one_second(tmp_path, monkeypatch):
+    """Run ids carry a random suffix, so two runs started in the same second must be ordered by
+    when they were recorded, not by id: status reports the second one."""
+    import pipeline.runs.state as state_mod
+
+    monkeypatch.setattr(state_mod, "_now", lambda: "2026-01-01T00:00:00Z")
+    st = State(tmp_path / "s.sqlite")
+    st.start_run("20260101T000000Z-ffffff", "a", source="simulated", versions={})
+    st.finish_run("20260101T000000Z-ffffff", "a", status="ok", n_new=3)
+    st.start_run("20260101T000000Z-000000", "a", source="simulated", versions={})
+    st.finish_run("20260101T000000Z-000000", "a", status="no_new_data")
+    assert st.last_run("a")["status"] == "no_new_data"
+    assert [r["run_id"] for r in st.runs("a")] == ["20260101T000000Z-ffffff", "20260101T000000Z-000000"]
