@@ -319,6 +319,22 @@ def _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad):
 
 
 @njit(inline="always", **SERIAL)
+def _mad_row(X, Y, a, bm, k, mad):
+    """mad[j] = MAD_k[j] = a[:, k].X[:, j] - bm[:, k].Y[:, j] (float32, one row)."""
+    B = X.shape[0]
+    W = X.shape[1]
+    for j in range(W):
+        mad[j] = 0.0
+    for b in range(B):
+        ak = np.float32(a[b, k])
+        bk = np.float32(bm[b, k])
+        xr = X[b]
+        yr = Y[b]
+        for j in range(W):
+            mad[j] += ak * xr[j] - bk * yr[j]
+
+
+@njit(inline="always", **SERIAL)
 def _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi):
     """chi[j] = sum_k (MAD_k[j] / sigma_k)^2 with MAD_k = a[:, k].X - bm[:, k].Y; mad is a W buffer."""
     B = X.shape[0]
@@ -326,15 +342,7 @@ def _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi):
     for j in range(W):
         chi[j] = 0.0
     for k in range(B):
-        for j in range(W):
-            mad[j] = 0.0
-        for b in range(B):
-            ak = np.float32(a[b, k])
-            bk = np.float32(bm[b, k])
-            xr = X[b]
-            yr = Y[b]
-            for j in range(W):
-                mad[j] += ak * xr[j] - bk * yr[j]
+        _mad_row(X, Y, a, bm, k, mad)
         s = np.float32(inv_sigma[k])
         for j in range(W):
             t = mad[j] * s
@@ -442,15 +450,7 @@ def mad_variates(before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, out):
         _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
         for k in range(B):
             o = out[k, i]
-            for j in range(W):
-                o[j] = 0.0
-            for b in range(B):
-                ak = np.float32(a[b, k])
-                bk = np.float32(bm[b, k])
-                xr = X[b]
-                yr = Y[b]
-                for j in range(W):
-                    o[j] += ak * xr[j] - bk * yr[j]
+            _mad_row(X, Y, a, bm, k, o)
             for j in range(W):
                 if bad[j]:
                     o[j] = NAN32

@@ -148,30 +148,31 @@ def texture_quantiles(seed: int, index: int) -> np.ndarray:
     return np.quantile(texture_bank(seed)[index], np.linspace(0.0, 1.0, 1001)).astype(np.float64)
 
 
+@njit(inline="always", cache=True, fastmath=True)
+def _bilinear_wrap(tex, n, u, v):  # pragma: no cover - numba
+    """Bilinear sample of the periodic ``(n, n)`` texture at column ``u``, row ``v``."""
+    fu = math.floor(u)
+    fv = math.floor(v)
+    wu = u - fu
+    wv = v - fv
+    i0 = int(fu) % n
+    j0 = int(fv) % n
+    if i0 < 0:
+        i0 += n
+    if j0 < 0:
+        j0 += n
+    i1 = (i0 + 1) % n
+    j1 = (j0 + 1) % n
+    return (tex[j0, i0] * (1.0 - wu) + tex[j0, i1] * wu) * (1.0 - wv) + (tex[j1, i0] * (1.0 - wu) + tex[j1, i1] * wu) * wv
+
+
 @njit(parallel=True, cache=True, fastmath=True)
 def _k_sample_tex(tex, a, b, c, d, e, f, out):  # pragma: no cover - numba
     n = tex.shape[0]
     H, W = out.shape
     for r in prange(H):
         for col in range(W):
-            u = a * col + b * r + c
-            v = d * col + e * r + f
-            fu = math.floor(u)
-            fv = math.floor(v)
-            wu = u - fu
-            wv = v - fv
-            i0 = int(fu) % n
-            j0 = int(fv) % n
-            if i0 < 0:
-                i0 += n
-            if j0 < 0:
-                j0 += n
-            i1 = (i0 + 1) % n
-            j1 = (j0 + 1) % n
-            out[r, col] = (
-                (tex[j0, i0] * (1.0 - wu) + tex[j0, i1] * wu) * (1.0 - wv)
-                + (tex[j1, i0] * (1.0 - wu) + tex[j1, i1] * wu) * wv
-            )
+            out[r, col] = _bilinear_wrap(tex, n, a * col + b * r + c, d * col + e * r + f)
 
 
 @njit(cache=True, fastmath=True)
@@ -180,24 +181,7 @@ def _k_sample_tex_serial(tex, a, b, c, d, e, f, out):  # pragma: no cover - numb
     H, W = out.shape
     for r in range(H):
         for col in range(W):
-            u = a * col + b * r + c
-            v = d * col + e * r + f
-            fu = math.floor(u)
-            fv = math.floor(v)
-            wu = u - fu
-            wv = v - fv
-            i0 = int(fu) % n
-            j0 = int(fv) % n
-            if i0 < 0:
-                i0 += n
-            if j0 < 0:
-                j0 += n
-            i1 = (i0 + 1) % n
-            j1 = (j0 + 1) % n
-            out[r, col] = (
-                (tex[j0, i0] * (1.0 - wu) + tex[j0, i1] * wu) * (1.0 - wv)
-                + (tex[j1, i0] * (1.0 - wu) + tex[j1, i1] * wu) * wv
-            )
+            out[r, col] = _bilinear_wrap(tex, n, a * col + b * r + c, d * col + e * r + f)
 
 
 def tex_field(
