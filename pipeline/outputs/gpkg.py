@@ -26,9 +26,9 @@ import shapely
 from pyogrio.raw import write as ogr_write
 
 from ..errors import ConfigError, OutputError
-from ..objects.model import CLASS_CODES, ChangeObject
+from ..objects.model import ChangeObject
 from .atomic import atomic_path, write_text
-from .geojson import jsonable
+from .geojson import feature_properties
 from .style import TIME_FIELD, qml, sld
 
 log = logging.getLogger(__name__)
@@ -72,31 +72,20 @@ def stamp_for(after: str) -> str:
 
 
 def _columns(objects: Sequence[ChangeObject], aoi_id: str, epsg: int) -> tuple[list[str], list[np.ndarray]]:
-    from ..grid import reproject_geometry
-
+    """The GeoJSON properties of each object (``geojson.feature_properties``), with the dates as
+    DateTime fields for QGIS's temporal controller and the evidence as a JSON string."""
     rows = []
     for o in objects:
-        c = reproject_geometry(o.geometry.centroid, epsg, 4326)
+        props = feature_properties(o, aoi_id=aoi_id, epsg=epsg)
         first = _maybe_date(o.first_seen, what=f"object {o.id}: first_seen")
         detected = first if not np.isnat(first) else window_end(o.after, what=f"object {o.id}: after")
         rows.append(
             {
-                "id": str(o.id),
-                "aoi": aoi_id,
-                "class": o.cls,
-                "class_code": CLASS_CODES[o.cls],
-                "confidence": round(float(o.confidence), 4),
-                "area_m2": round(float(o.area_m2), 1),
-                "before": o.before,
-                "after": o.after,
-                "feature": o.feature,
-                "status": o.status,
+                **props,
                 TIME_FIELD: detected,
                 "first_seen": first,
                 "last_seen": _maybe_date(o.last_seen, what=f"object {o.id}: last_seen"),
-                "evidence": json.dumps(jsonable(dict(o.evidence)), sort_keys=True, allow_nan=False),
-                "centroid_lon": round(c.x, 6),
-                "centroid_lat": round(c.y, 6),
+                "evidence": json.dumps(props["evidence"], sort_keys=True, allow_nan=False),
             }
         )
     kinds = {
