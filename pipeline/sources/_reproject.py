@@ -100,6 +100,9 @@ def read_to_grid(
             if src.crs is None:
                 raise DataError(f"{href}: raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs) before use")
             src_nodata = src.nodata if src.nodata is not None else 0
+            win = _aligned_window(src, grid)
+            if win is not None:  # same CRS and pixel lattice: a plain windowed read, no warper
+                return _read_aligned(src, band, win, grid, dtype, src_nodata)
             with WarpedVRT(
                 src,
                 crs=grid.crs_string,
@@ -122,9 +125,52 @@ def read_to_grid(
     return arr
 
 
+def _aligned_window(src, grid: Grid):
+    """(row_off, col_off) of ``grid`` in ``src``'s pixels when both share CRS, pixel size and
+    lattice (integer offset, no rotation), else None: then warping would only copy pixels."""
+    t, g = src.transform, grid.transform
+    if t.b != 0 or t.d != 0 or g.b != 0 or g.d != 0:
+        return None
+    if not (np.isclose(t.a, g.a, rtol=0, atol=1e-9 * abs(g.a)) and np.isclose(t.e, g.e, rtol=0, atol=1e-9 * abs(g.e))):
+        return None
+    col = (g.c - t.c) / t.a
+    row = (g.f - t.f) / t.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    try:
+        if src.crs != rasterio.crs.CRS.from_user_input(grid.crs_string):
+            return None
+    except Exception:  # an exotic CRS the comparison cannot decide: let the warper handle it
+        return None
+    return int(round(row)), int(round(col))
+
+
+def _read_aligned(src, band: int, offset: tuple[int, int], grid: Grid, dtype: str, src_nodata) -> np.ndarray:
+    """Read the part of ``grid`` inside ``src`` (aligned, see :func:`_aligned_window`); 0 elsewhere
+    and where the source holds its nodata value."""
+    from rasterio.windows import Window
+
+    H, W = grid.shape
+    r0, c0 = offset
+    out = np.zeros((H, W), dtype=dtype)
+    rr0, cc0 = max(r0, 0), max(c0, 0)
+    rr1, cc1 = min(r0 + H, src.height), min(c0 + W, src.width)
+    if rr1 <= rr0 or cc1 <= cc0:
+        return out
+    arr = src.read(band, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+    nodata = (arr == src_nodata) if src_nodata else None
+    if arr.dtype != np.dtype(dtype):  # as GDAL converts: round, clamp to the output range
+        info = np.iinfo(dtype)
+        arr = np.clip(np.rint(arr) if arr.dtype.kind == "f" else arr, info.min, info.max).astype(dtype)
+    if nodata is not None:
+        arr[nodata] = 0
+    out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = arr
+    return out
+
+
 def mosaic_first_valid(out: np.ndarray, out_valid: np.ndarray, layer: np.ndarray, layer_valid: np.ndarray) -> None:
     """Fill ``out`` (..., H, W) from ``layer`` where ``out_valid`` is False and ``layer_valid`` True
     (first valid wins); ``out_valid`` (H, W) is updated in place."""
     take = layer_valid & ~out_valid
-    out[..., take] = layer[..., take]
+    np.copyto(out, layer, where=take)  # broadcast over the leading axes; far cheaper than out[..., take]
     out_valid |= take

@@ -358,7 +358,7 @@ class _StacReader:
                 layer = np.where(lvalid, np.clip(layer.astype(np.int32) - shift, 1, 65535), 0).astype(np.uint16)
             take = lvalid & ~valid
             if with_scl:
-                scl[take] = arrays[-1][take]
+                np.copyto(scl, arrays[-1], where=take)
             mosaic_first_valid(data, valid, layer, lvalid)
         return {"data": data, "valid": valid, "scl": scl}
 

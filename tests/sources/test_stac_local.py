@@ -276,3 +276,41 @@ def test_unknown_catalog_path_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="no STAC catalog here"):
         LocalStacSource(tmp_path)
     assert issubclass(UsageError, PipelineError)
+
+
+# ------------------------------------------------------------------------------------------------
+# the aligned-read shortcut of read_to_grid
+
+
+@pytest.mark.parametrize("nodata", [0, 65535])
+def test_aligned_read_equals_the_warper(tmp_path, nodata):
+    """A grid on the file's own pixel lattice is read without GDAL's warper; the pixels, the 0
+    outside the file and the nodata handling must equal what WarpedVRT gives."""
+    from affine import Affine
+    from rasterio.vrt import WarpedVRT
+
+    from pipeline.grid import Grid
+    from pipeline.sources._reproject import _aligned_window, read_to_grid
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 12000, (300, 260)).astype(np.uint16)
+    data[260:270, 60:90] = nodata  # inside the grid
+    path = tmp_path / "b04.tif"
+    t = Affine(10.0, 0, 500000.0, 0, -10.0, 3500000.0)
+    with rasterio.open(path, "w", driver="COG", width=260, height=300, count=1, dtype="uint16", crs="EPSG:32633",
+                       transform=t, nodata=nodata, compress="deflate") as dst:
+        dst.write(data, 1)
+    # partly outside the file on the left and at the bottom, offset by whole pixels
+    grid = Grid(32633, Affine(10.0, 0, 500000.0 - 70, 0, -10.0, 3500000.0 - 2500), 200, 180)
+    with rasterio.open(path) as src:
+        assert _aligned_window(src, grid) == (250, -7)
+        with WarpedVRT(src, crs="EPSG:32633", transform=grid.transform, width=grid.width, height=grid.height,
+                       resampling=rasterio.enums.Resampling.bilinear, src_nodata=nodata, nodata=0) as vrt:
+            warped = vrt.read(1)
+        # a half-pixel shift is not aligned: the warper is used
+        half = Grid(32633, Affine(10.0, 0, 500005.0, 0, -10.0, 3500000.0), 50, 50)
+        assert _aligned_window(src, half) is None
+    fast = read_to_grid(str(path), grid, resampling="bilinear", dtype="uint16")
+    np.testing.assert_array_equal(fast, warped)
+    assert (fast[:, :7] == 0).all() and (fast[50:, :] == 0).all()
+    assert fast[0, 7] == data[250, 0] and (fast[10:20, 67:97] == 0).all()
