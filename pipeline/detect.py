@@ -382,6 +382,8 @@ def _apply_masks(w: _Window, params: DetectParams, inside: np.ndarray, shifted: 
     if not idx:
         return
     clear = w.clear[idx]
+    # only a window with a moved acquisition needs its masks again (the reference never moves)
+    shifted = shifted and any(tuple(w.records[t]["shift_px"] or (0.0, 0.0)) != (0.0, 0.0) for t in idx)
     if shifted:
         from .preprocess.coregister import _translate
 
@@ -397,7 +399,14 @@ def _apply_masks(w: _Window, params: DetectParams, inside: np.ndarray, shifted: 
             m = mask_stack(w.refl[idx], params.bands, scl=scl, aoi_mask=inside, method=params.mask_method, params=params.mask)
             clear = m.clear
     for k, t in enumerate(idx):
-        w.refl[t][:, ~clear[k]] = np.nan
+        np.copyto(w.refl[t], np.float32(np.nan), where=~clear[k])
+
+
+def _used_refl(w: _Window) -> np.ndarray:
+    """The used acquisitions' reflectance, (T', B, H, W): a view when all are used (no copy)."""
+    if list(w.used) == list(range(len(w.refl))):
+        return w.refl
+    return w.refl[w.used]
 
 
 def _no_data(name: str, window: tuple[date, date], w: _Window | None, n_found: int) -> NoDataError:
@@ -471,10 +480,13 @@ def _trim_extent(changed: np.ndarray, stat: np.ndarray, fraction: float) -> np.n
     labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
     if n == 0:
         return changed
-    vals = np.where(changed, np.nan_to_num(stat, nan=0.0), 0.0)
-    peak = np.asarray(ndimage.maximum(vals, labels, index=np.arange(1, n + 1)), dtype=np.float64)
-    cut = np.concatenate([[np.inf], fraction * peak])
-    return changed & (vals >= cut[labels])
+    lab = labels[changed]  # only the changed pixels: a few percent of the image
+    vals = np.nan_to_num(stat[changed], nan=0.0).astype(np.float64)
+    peak = np.zeros(n + 1)
+    np.maximum.at(peak, lab, vals)
+    out = np.zeros_like(changed)
+    out[changed] = vals >= fraction * peak[lab]
+    return out
 
 
 def _persistence(
@@ -629,8 +641,8 @@ def detect_stacks(
         _apply_masks(w, params, inside, params.coregister, timer)
 
     with timer("composite"):
-        bc = median_composite(bw.refl[bw.used])
-        ac = median_composite(aw.refl[aw.used])
+        bc = median_composite(_used_refl(bw))
+        ac = median_composite(_used_refl(aw))
     before_c, after_raw = bc.median, ac.median
     both = inside & np.isfinite(before_c).all(axis=0) & np.isfinite(after_raw).all(axis=0)
     if not both.any():

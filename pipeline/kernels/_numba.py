@@ -554,3 +554,102 @@ def histogram(values, mask, use_mask, lo, denom, fn, edges, counts_out):
             counts_out[k] += partial[c, k]
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing: DN -> reflectance, per-pixel median over time
+
+
+@njit(**FLAGS)
+def dn_to_reflectance(dn, sel, valid, off, out):
+    """out[k] = (dn[sel[k]] - off) * 1e-4 over (B, H, W) uint16; NaN in every band where ``valid``
+    is False or any selected band is 0 (no data)."""
+    K = sel.shape[0]
+    H = dn.shape[1]
+    W = dn.shape[2]
+    scale = np.float32(1e-4)
+    for i in prange(H):
+        bad = np.zeros(W, np.bool_)
+        v = valid[i]
+        for j in range(W):
+            bad[j] = not v[j]
+        for k in range(K):
+            r = dn[sel[k], i]
+            o = out[k, i]
+            for j in range(W):
+                u = r[j]
+                bad[j] |= u == 0
+                o[j] = (np.float32(u) - off) * scale
+        for k in range(K):
+            o = out[k, i]
+            for j in range(W):
+                if bad[j]:
+                    o[j] = NAN32
+
+
+@njit(**FLAGS)
+def median_over_time(values, clear, use_clear, median, count):
+    """Per pixel of (T, B, H, W) float32 ``values``: the median over the dates whose bands are all
+    finite (and ``clear[t]``, when ``use_clear``), band by band over that one set of dates; for an
+    even count the float32 mean of the two middle values; NaN where no date qualifies.
+
+    Rows are processed through (T, W) buffers so every pass over the data is contiguous; one or
+    two dates (the common single-scene windows) need no sort."""
+    T, B, H, W = values.shape
+    half = np.float32(0.5)
+    for i in prange(H):
+        ok = np.empty((T, W), np.bool_)
+        n = np.zeros(W, np.int64)
+        for t in range(T):
+            okt = ok[t]
+            if use_clear:
+                c = clear[t, i]
+                for j in range(W):
+                    okt[j] = c[j]
+            else:
+                for j in range(W):
+                    okt[j] = True
+            for b in range(B):
+                r = values[t, b, i]
+                for j in range(W):
+                    okt[j] &= r[j] == r[j]
+            for j in range(W):
+                n[j] += okt[j]
+        cnt = count[i]
+        for j in range(W):
+            cnt[j] = n[j]
+        buf = np.empty(T, np.float32)
+        for b in range(B):
+            o = median[b, i]
+            if T == 1:
+                r = values[0, b, i]
+                ok0 = ok[0]
+                for j in range(W):
+                    o[j] = r[j] if ok0[j] else NAN32
+            elif T == 2:
+                r0 = values[0, b, i]
+                r1 = values[1, b, i]
+                ok0 = ok[0]
+                ok1 = ok[1]
+                for j in range(W):
+                    if ok0[j] and ok1[j]:
+                        o[j] = half * (r0[j] + r1[j])
+                    elif ok0[j]:
+                        o[j] = r0[j]
+                    elif ok1[j]:
+                        o[j] = r1[j]
+                    else:
+                        o[j] = NAN32
+            else:
+                for j in range(W):
+                    m_n = 0
+                    for t in range(T):
+                        if ok[t, j]:
+                            x = values[t, b, i, j]
+                            m = m_n  # insertion sort: T is a few tens at most
+                            while m > 0 and buf[m - 1] > x:
+                                buf[m] = buf[m - 1]
+                                m -= 1
+                            buf[m] = x
+                            m_n += 1
+                    o[j] = NAN32 if m_n == 0 else half * (buf[(m_n - 1) // 2] + buf[m_n // 2])

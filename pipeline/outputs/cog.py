@@ -40,7 +40,7 @@ COG_OPTIONS = {
     "PREDICTOR": "YES",
     "BLOCKSIZE": "256",
     "OVERVIEWS": "AUTO",
-    "NUM_THREADS": "1",
+    "NUM_THREADS": "ALL_CPUS",  # blocks are compressed in parallel and written in order: same bytes
     "BIGTIFF": "IF_SAFER",
 }
 """Creation options of the COG driver shared by every raster (resampling is set per raster)."""

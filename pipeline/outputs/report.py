@@ -43,6 +43,8 @@ MAX_CARDS = 200
 """Objects (by confidence) that get a detail card with chips; the table and map list all of them."""
 
 _CHIP_MIN_PX = 24
+CHIP_MAX_PX = 256
+"""Chips of larger objects are decimated to at most this many pixels across."""
 _FEATURE_COLOURS = {"runway": "#ffe119", "taxiway": "#fabed4", "apron": "#dcbeff", "hardstand": "#aaffc3", "quay": "#fffac8", "basin": "#42d4f4"}
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -203,7 +205,9 @@ def _chip(stack: np.ndarray | None, lims, window: tuple[int, int, int, int], geo
     r0, r1, c0, c1 = window
     if stack is None:
         return f'<figure><svg viewBox="0 0 10 10"></svg><figcaption>{_e(caption)}: bands missing</figcaption></figure>'
-    img = to_uint8(stack[:, r0:r1, c0:c1], *lims)
+    # a large object's chip is decimated to about CHIP_MAX_PX: the card shows it a few hundred px wide
+    step = max(1, math.ceil(max(r1 - r0, c1 - c0) / CHIP_MAX_PX))
+    img = to_uint8(stack[:, r0:r1:step, c0:c1:step], *lims)
     inv = ~grid.transform
     shift = Affine.translation(-c0, -r0) * inv
     hh, ww = r1 - r0, c1 - c0

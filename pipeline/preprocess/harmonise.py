@@ -84,23 +84,24 @@ def harmonise(stack: SceneStack, *, bands: Sequence[str] | None = None) -> Harmo
     missing = [b for b in bands if b not in stack.bands]
     if missing:
         raise DataError(f"stack lacks band(s) {', '.join(missing)} (has {', '.join(stack.bands)}); read them from the source")
-    idx = [stack.bands.index(b) for b in bands]
+    from ..kernels import _numba as K
+
+    sel = np.array([stack.bands.index(b) for b in bands], dtype=np.int64)
     T = len(stack)
     H, W = stack.grid.shape
     out = np.empty((T, len(bands), H, W), dtype=np.float32)
     offsets, handling = [], []
     for t, acq in enumerate(stack.acquisitions):
         off, how = offset_handling(acq)
-        dn = stack.data[t, idx]
-        nodata = (~stack.valid[t]) | (dn == 0).any(axis=0)
-        if off:
-            good = dn[:, ~nodata]
-            if good.size and float((good < off).mean()) > SUSPECT_BELOW_OFFSET:
-                how += f" (suspect: {100 * float((good < off).mean()):.0f}% of DN below the offset)"
+        dn = np.ascontiguousarray(stack.data[t], dtype=np.uint16)
+        K.dn_to_reflectance(dn, sel, np.ascontiguousarray(stack.valid[t], dtype=bool), np.float32(off), out[t])
+        if off:  # a sample of the pixels with data is enough to tell a wrong offset
+            step = max(1, (H * W) // 1_000_000)
+            flat = out[t].reshape(len(bands), -1)[:, ::step]
+            good = flat[:, np.isfinite(flat).all(axis=0)]
+            if good.size and float((good < 0).mean()) > SUSPECT_BELOW_OFFSET:
+                how += f" (suspect: {100 * float((good < 0).mean()):.0f}% of DN below the offset)"
                 log.warning("acquisition %s: offset %d recorded but most DN are below it", acq.id, off)
-        np.subtract(dn, np.float32(off), out=out[t], dtype=np.float32)
-        out[t] *= np.float32(1e-4)
-        out[t][:, nodata] = np.nan
         offsets.append(off)
         handling.append(how)
     return Harmonised(out, bands, tuple(offsets), tuple(handling))

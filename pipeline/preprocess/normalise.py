@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 IRMAD_SAMPLE = 200_000
 """IR-MAD statistics use at most this many random pixels (the transform covers every pixel)."""
+FIT_SAMPLE = 500_000
+"""No-change pixels the orthogonal regression is fitted on at most (an even subsample)."""
 
 __all__ = ["Normalisation", "tls_fit", "fit_normalisation", "irmad_nochange", "normalise", "apply_normalisation"]
 
@@ -100,6 +102,8 @@ def fit_normalisation(
 
     The fit is repeated ``trim_iter`` times without the pixels whose residual in any band
     exceeds ``trim_sigma`` robust standard deviations (changed pixels IR-MAD let through).
+    More than :data:`FIT_SAMPLE` candidate pixels are thinned to an even subsample (every k-th
+    in raster order); ``Normalisation.nochange`` marks the pixels the final fit used.
 
     Parameters
     ----------
@@ -122,8 +126,12 @@ def fit_normalisation(
             f"(need {min_pixels}); the windows overlap too little or changed everywhere"
         )
     B = reference.shape[0]
-    X = target[:, m].astype(np.float64)  # (B, n)
-    Y = reference[:, m].astype(np.float64)
+    idx = np.flatnonzero(m)
+    if idx.size > FIT_SAMPLE:  # an even subsample: the fit of 6 gains and offsets needs no more
+        idx = idx[:: -(-idx.size // FIT_SAMPLE)]
+    n = idx.size
+    X = target.reshape(B, -1)[:, idx].astype(np.float64)  # (B, n)
+    Y = reference.reshape(B, -1)[:, idx].astype(np.float64)
     keep = np.ones(n, dtype=bool)
     gain = np.ones(B)
     offset = np.zeros(B)
@@ -143,7 +151,7 @@ def fit_normalisation(
         keep = new_keep
     sd = res[:, keep].std(axis=1)
     used = np.zeros_like(m)
-    used[m] = keep
+    used.reshape(-1)[idx[keep]] = True
     return Normalisation(gain, offset, used, int(keep.sum()), sd)
 
 
@@ -219,4 +227,6 @@ def apply_normalisation(target: np.ndarray, norm: Normalisation) -> np.ndarray:
     shape = (-1, 1, 1)
     g = norm.gain.astype(np.float32).reshape(shape)
     o = norm.offset.astype(np.float32).reshape(shape)
-    return (target * g + o).astype(np.float32, copy=False)
+    out = np.multiply(target, g)
+    out += o
+    return out

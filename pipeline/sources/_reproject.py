@@ -61,7 +61,14 @@ _HTTP_FAILED = threading.Event()
 
 
 def read_to_grid(
-    href: str, grid: Grid, *, resampling: str = "bilinear", dtype: str = "uint16", band: int = 1, policy: RetryPolicy = DEFAULT_RETRY
+    href: str,
+    grid: Grid,
+    *,
+    resampling: str = "bilinear",
+    dtype: str = "uint16",
+    band: int = 1,
+    policy: RetryPolicy = DEFAULT_RETRY,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Read band ``band`` of the raster at ``href`` warped onto ``grid``.
 
@@ -77,6 +84,8 @@ def read_to_grid(
         Output dtype (``uint16`` for reflectance DN, ``uint8`` for SCL).
     policy : RetryPolicy
         Retries of HTTP reads (GDAL's own retry loop, configured by :func:`gdal_options`).
+    out : (H, W) ndarray of ``dtype``, optional
+        Filled in place and returned (saves a copy when reading into a stack).
 
     Returns
     -------
@@ -101,8 +110,12 @@ def read_to_grid(
                 raise DataError(f"{href}: raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs) before use")
             src_nodata = src.nodata if src.nodata is not None else 0
             win = _aligned_window(src, grid)
+            if out is None:
+                out = np.empty(grid.shape, dtype=dtype)
+            elif out.shape != grid.shape or out.dtype != np.dtype(dtype):
+                raise ValueError(f"out must be {grid.shape} {dtype}, got {out.shape} {out.dtype}")
             if win is not None:  # same CRS and pixel lattice: a plain windowed read, no warper
-                return _read_aligned(src, band, win, grid, dtype, src_nodata)
+                return _read_aligned(src, band, win, grid, src_nodata, out)
             with WarpedVRT(
                 src,
                 crs=grid.crs_string,
@@ -113,7 +126,8 @@ def read_to_grid(
                 src_nodata=src_nodata,
                 nodata=0,
             ) as vrt:
-                arr = vrt.read(band, out_dtype=dtype)
+                vrt.read(band, out=out)
+                arr = out
     except DataError:
         raise
     except RasterioError as exc:
@@ -145,26 +159,33 @@ def _aligned_window(src, grid: Grid):
     return int(round(row)), int(round(col))
 
 
-def _read_aligned(src, band: int, offset: tuple[int, int], grid: Grid, dtype: str, src_nodata) -> np.ndarray:
-    """Read the part of ``grid`` inside ``src`` (aligned, see :func:`_aligned_window`); 0 elsewhere
-    and where the source holds its nodata value."""
+def _read_aligned(src, band: int, offset: tuple[int, int], grid: Grid, src_nodata, out: np.ndarray) -> np.ndarray:
+    """Read the part of ``grid`` inside ``src`` (aligned, see :func:`_aligned_window`) into ``out``;
+    0 elsewhere and where the source holds its nodata value."""
     from rasterio.windows import Window
 
     H, W = grid.shape
     r0, c0 = offset
-    out = np.zeros((H, W), dtype=dtype)
     rr0, cc0 = max(r0, 0), max(c0, 0)
     rr1, cc1 = min(r0 + H, src.height), min(c0 + W, src.width)
     if rr1 <= rr0 or cc1 <= cc0:
+        out.fill(0)
         return out
-    arr = src.read(band, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
-    nodata = (arr == src_nodata) if src_nodata else None
-    if arr.dtype != np.dtype(dtype):  # as GDAL converts: round, clamp to the output range
-        info = np.iinfo(dtype)
-        arr = np.clip(np.rint(arr) if arr.dtype.kind == "f" else arr, info.min, info.max).astype(dtype)
-    if nodata is not None:
-        arr[nodata] = 0
-    out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = arr
+    if (rr1 - rr0, cc1 - cc0) != (H, W):
+        out.fill(0)
+    part = out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0]
+    win = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+    if src.dtypes[band - 1] == out.dtype.name:
+        src.read(band, window=win, out=part)  # decoded straight into the stack
+        if src_nodata:
+            part[part == src_nodata] = 0
+    else:
+        arr = src.read(band, window=win)
+        nodata = (arr == src_nodata) if src_nodata else None
+        info = np.iinfo(out.dtype)  # as GDAL converts: round, clamp to the output range
+        part[...] = np.clip(np.rint(arr) if arr.dtype.kind == "f" else arr, info.min, info.max)
+        if nodata is not None:
+            part[nodata] = 0
     return out
 
 

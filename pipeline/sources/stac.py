@@ -321,20 +321,27 @@ class _StacReader:
                 {"source": "stac", "items": [(r["id"], r["collection"]) for r in items], "grid": grid.to_dict(), "bands": bands, "scl": with_scl, "offset": acq.offset}
             )
             arrays = self.cache.get(key)
-            if arrays is None:
-                arrays = self._read_acquisition(acq, items, grid, bands, with_scl)
+            if arrays is None:  # decoded straight into the stack's slices
+                arrays = self._read_acquisition(
+                    acq, items, grid, bands, with_scl, out=(data[t], valid[t], scl[t] if scl is not None else None)
+                )
                 self.cache.put(key, arrays)
-            data[t] = arrays["data"]
-            valid[t] = arrays["valid"]
-            if scl is not None:
-                scl[t] = arrays["scl"]
+            else:
+                data[t] = arrays["data"]
+                valid[t] = arrays["valid"]
+                if scl is not None:
+                    scl[t] = arrays["scl"]
         return SceneStack(grid, bands, data, valid, scl, tuple(acqs))
 
-    def _read_acquisition(self, acq: Acquisition, items: list[dict], grid: Grid, bands: tuple[str, ...], with_scl: bool):
+    def _read_acquisition(self, acq: Acquisition, items: list[dict], grid: Grid, bands: tuple[str, ...], with_scl: bool, out=None):
+        """The acquisition's ``data`` (B, H, W) uint16, ``valid`` and ``scl`` on ``grid``, mosaicked
+        first-valid over its items; written into ``out = (data, valid, scl)`` when given."""
         H, W = grid.shape
-        data = np.zeros((len(bands), H, W), np.uint16)
-        valid = np.zeros((H, W), bool)
-        scl = np.zeros((H, W), np.uint8)
+        data, valid, scl = out if out is not None else (None, None, None)
+        data = np.zeros((len(bands), H, W), np.uint16) if data is None else data
+        valid = np.zeros((H, W), bool) if valid is None else valid
+        scl = np.zeros((H, W), np.uint8) if scl is None else scl
+        single = len(items) == 1
         for rec in items:
             need = list(bands) + (["SCL"] if with_scl else [])
             missing = [b for b in need if b not in rec["assets"]]
@@ -344,26 +351,37 @@ class _StacReader:
                     f"(has {', '.join(sorted(rec['assets'])) or 'none'}); choose another collection or fewer bands"
                 )
             # bilinear for all reflectance (exact on an aligned 10 m grid, smooth for 20 m), SCL nearest;
-            # the assets are read in parallel (each read is mostly waiting for HTTP ranges)
-            jobs = [(rec["assets"][b], "bilinear", "uint16") for b in bands]
+            # the assets are read in parallel (each read is mostly waiting for HTTP ranges); one item
+            # (the usual case) is decoded straight into the output, with no mosaic copy
+            layer = data if single else np.empty((len(bands), H, W), np.uint16)
+            lscl = scl if single else np.empty((H, W), np.uint8)
+            jobs = [(rec["assets"][b], "bilinear", "uint16", layer[k]) for k, b in enumerate(bands)]
             if with_scl:
-                jobs.append((rec["assets"]["SCL"], "nearest", "uint8"))
+                jobs.append((rec["assets"]["SCL"], "nearest", "uint8", lscl))
             with ThreadPoolExecutor(max_workers=max(1, min(self.max_threads, len(jobs)))) as pool:
-                futures = [pool.submit(self._read_band, href, grid, rs, dt) for href, rs, dt in jobs]
-                arrays = [f.result() for f in futures]
-            layer = np.stack(arrays[: len(bands)])
+                futures = [pool.submit(self._read_band, href, grid, rs, dt, o) for href, rs, dt, o in jobs]
+                for f in futures:
+                    f.result()
             lvalid = (layer > 0).all(axis=0)
             shift = int(rec["offset"]) - int(acq.offset)
             if shift:  # items of one day with different offsets: harmonise to the acquisition's
                 layer = np.where(lvalid, np.clip(layer.astype(np.int32) - shift, 1, 65535), 0).astype(np.uint16)
+            if single:  # as the mosaic below leaves it: 0 in every band where any band has no data
+                if shift:
+                    data[...] = layer
+                np.copyto(data, 0, where=~lvalid)
+                np.copyto(valid, lvalid)
+                if with_scl:
+                    np.copyto(scl, 0, where=~lvalid)
+                continue
             take = lvalid & ~valid
             if with_scl:
-                np.copyto(scl, arrays[-1], where=take)
+                np.copyto(scl, lscl, where=take)
             mosaic_first_valid(data, valid, layer, lvalid)
         return {"data": data, "valid": valid, "scl": scl}
 
-    def _read_band(self, href: str, grid: Grid, resampling: str, dtype: str) -> np.ndarray:
-        return read_to_grid(self._sign(href), grid, resampling=resampling, dtype=dtype, policy=self.retry)
+    def _read_band(self, href: str, grid: Grid, resampling: str, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+        return read_to_grid(self._sign(href), grid, resampling=resampling, dtype=dtype, policy=self.retry, out=out)
 
 
 class LocalStacSource(_StacReader):

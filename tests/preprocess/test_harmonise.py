@@ -64,3 +64,21 @@ def test_negative_offset_rejected():
     a = Acquisition("neg", datetime(2024, 1, 1, tzinfo=timezone.utc), offset=-5)
     with pytest.raises(DataError, match="neg"):
         offset_handling(a)
+
+
+def test_matches_numpy_oracle_with_zero_dn_and_band_order():
+    """A DN of 0 in any selected band is no data in every band; bands come out in the asked order."""
+    rng = np.random.default_rng(5)
+    grid = Grid.from_bounds(32634, (500000, 2400000, 500330, 2400170))
+    H, W = grid.shape
+    data = rng.integers(1000, 9000, (1, 3, H, W)).astype(np.uint16)
+    data[0, 2, 4, 5] = 0  # B08 has no data here
+    valid = rng.random((1, H, W)) > 0.1
+    acq = (Acquisition("r", datetime(2023, 5, 1, tzinfo=timezone.utc), processing_baseline="05.09", offset=1000),)
+    s = SceneStack(grid, ("B02", "B04", "B08"), data, valid, None, acq)
+    h = harmonise(s, bands=["B08", "B02"])
+    want = (data[0, [2, 0]].astype(np.float32) - np.float32(1000)) * np.float32(1e-4)
+    nod = ~valid[0] | (data[0, [2, 0]] == 0).any(axis=0)
+    want[:, nod] = np.nan
+    np.testing.assert_array_equal(h.reflectance[0], want)
+    assert np.isnan(h.reflectance[0, :, 4, 5]).all()
