@@ -641,8 +641,9 @@ def detect_stacks(
         _apply_masks(w, params, inside, params.coregister, timer)
 
     with timer("composite"):
-        bc = median_composite(_used_refl(bw))
-        ac = median_composite(_used_refl(aw))
+        # a single-date window's composite is that date, in place (its reflectance is not used again)
+        bc = median_composite(_used_refl(bw), overwrite=True)
+        ac = median_composite(_used_refl(aw), overwrite=True)
     before_c, after_raw = bc.median, ac.median
     both = inside & np.isfinite(before_c).all(axis=0) & np.isfinite(after_raw).all(axis=0)
     if not both.any():
@@ -668,12 +669,16 @@ def detect_stacks(
 
         cva_map = cva(before_c, after_c)
         mb = _magnitude_band_index(params.bands, params.magnitude_bands)
-        if len(mb) == len(params.bands):
-            mag_in = (before_c, after_c, params.bands, both, irmad_res)
-        else:  # IR-MAD of the subset is refitted by _mag_chi2 (irmad_res covers all bands)
-            mag_in = (before_c[mb], after_c[mb], tuple(params.bands[i] for i in mb), both, None)
-        magnitude = np.asarray(MAGNITUDES[params.magnitude](*mag_in), np.float32)
-        magnitude = np.where(both, magnitude, np.nan).astype(np.float32)
+        if params.magnitude == "cva":  # the kernel reads the magnitude bands in place: no copies
+            magnitude = cva(before_c, after_c, bands=mb)
+            np.copyto(magnitude, np.float32(np.nan), where=~both)
+        else:
+            if len(mb) == len(params.bands):
+                mag_in = (before_c, after_c, params.bands, both, irmad_res)
+            else:  # IR-MAD of the subset is refitted by _mag_chi2 (irmad_res covers all bands)
+                mag_in = (before_c[mb], after_c[mb], tuple(params.bands[i] for i in mb), both, None)
+            magnitude = np.asarray(MAGNITUDES[params.magnitude](*mag_in), np.float32)
+            magnitude = np.where(both, magnitude, np.nan).astype(np.float32)
         if params.smooth_px > 0:
             from scipy import ndimage
 

@@ -59,3 +59,19 @@ def test_no_command_prints_help_and_exits_2():
 def test_version():
     r = _run("--version")
     assert r.returncode == 0 and r.stdout.startswith("s2watch ")
+
+
+def test_allocator_setting_is_applied_once_and_can_be_switched_off(monkeypatch):
+    """The s2watch entry point keeps freed image-sized blocks for reuse on glibc; S2WATCH_KEEP_MEMORY=0
+    leaves the allocator alone."""
+    import platform
+
+    import pipeline._alloc as A
+
+    monkeypatch.setattr(A, "_done", False)
+    monkeypatch.setenv("S2WATCH_KEEP_MEMORY", "0")
+    assert A.keep_freed_memory() is False and A._done is False
+    monkeypatch.delenv("S2WATCH_KEEP_MEMORY")
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's; elsewhere the call is a no-op")
+    assert A.keep_freed_memory() is True and A._done is True

@@ -16,6 +16,7 @@ import sys
 import time
 
 from .. import __version__
+from .._alloc import keep_freed_memory
 from ..errors import AOIError, ConfigError, LockHeldError, PipelineError, UsageError
 
 log = logging.getLogger("pipeline.cli")
@@ -92,10 +93,12 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose - args.quiet, log_json=args.log_json)
+    keep_freed_memory()  # image-sized arrays reuse the pages of freed ones (see pipeline._alloc)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -39,7 +39,8 @@ def _dask():
 def _pair_numpy(kind, before, after, offsets, params, outs):
     dec = decode_args(before.dtype, after.dtype, offsets)
     if kind == "cva":
-        _numba.cva(before, after, *dec, outs[0])
+        (sel,) = params
+        _numba.cva(before, after, *dec, sel, outs[0])
     elif kind == "cva_direction":
         _numba.cva_direction(before, after, *dec, *outs)
     elif kind == "index_deltas":

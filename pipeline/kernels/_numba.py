@@ -27,12 +27,15 @@ NAN32 = np.float32(np.nan)
 
 
 @njit(**FLAGS)
-def cva(before, after, ob, oa, sb, sa, zb, za, out):
-    B, H, W = before.shape
+def cva(before, after, ob, oa, sb, sa, zb, za, sel, out):
+    """CVA over the bands ``sel`` (indices into axis 0)."""
+    H = before.shape[1]
+    W = before.shape[2]
     for i in prange(H):
         acc = np.zeros(W, np.float32)
         bad = np.zeros(W, np.bool_)
-        for b in range(B):
+        for k in range(sel.shape[0]):
+            b = sel[k]
             rb = before[b, i]
             ra = after[b, i]
             for j in range(W):

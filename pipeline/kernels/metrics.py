@@ -72,7 +72,7 @@ def _index_positions(name: str, bands, n_bands: int) -> tuple[int, int, int, int
     return tuple(pos)
 
 
-def cva(before, after, *, offsets=(0, 0), out=None) -> np.ndarray:
+def cva(before, after, *, offsets=(0, 0), bands=None, out=None) -> np.ndarray:
     """Change-vector magnitude between two dates.
 
     Parameters
@@ -82,6 +82,9 @@ def cva(before, after, *, offsets=(0, 0), out=None) -> np.ndarray:
         The two may differ in dtype. numpy or dask arrays.
     offsets : (int, int)
         DN offset of ``before`` and of ``after`` (uint16 input only; 0 for float32).
+    bands : sequence of int, optional
+        Indices (axis 0) of the bands summed over; default all. Only these bands are read, and
+        only their no data counts.
     out : (H, W) float32, optional
         Preallocated output (numpy input only).
 
@@ -98,7 +101,11 @@ def cva(before, after, *, offsets=(0, 0), out=None) -> np.ndarray:
     """
     before, after = check_pair(before, after)
     ob, oa = check_offsets(offsets, before, after)
-    return _dispatch.pair_map("cva", before, after, (ob, oa), (), n_out=1, out=out)[0]
+    B = before.shape[0]
+    sel = np.arange(B, dtype=np.int64) if bands is None else np.asarray(bands, dtype=np.int64).reshape(-1)
+    if sel.size == 0 or sel.min() < 0 or sel.max() >= B:
+        raise UsageError(f"bands must be indices 0..{B - 1} of the {B} bands, got {list(np.asarray(bands).tolist())}")
+    return _dispatch.pair_map("cva", before, after, (ob, oa), (sel,), n_out=1, out=out)[0]
 
 
 def cva_direction(before, after, *, bands=None, offsets=(0, 0)) -> dict[str, np.ndarray]:

@@ -228,10 +228,25 @@ def _chip_window(geom: BaseGeometry, grid: Grid) -> tuple[int, int, int, int]:
     return r0, min(grid.height, r0 + size), c0, min(grid.width, c0 + size)
 
 
-def _bands(result, which: str, bands) -> np.ndarray | None:
+class _BandView:
+    """Three bands of a composite, copied only as far as they are sliced: ``view[:, r0:r1, c0:c1]``
+    gives a (3, h, w) array without copying the whole (3, H, W) picture first."""
+
+    def __init__(self, arr: np.ndarray, index: list[int]):
+        self.arr, self.index = arr, index
+        self.shape = (len(index),) + tuple(arr.shape[1:])
+
+    def __getitem__(self, key):
+        if not (isinstance(key, tuple) and key and key[0] == slice(None)):
+            raise IndexError("slice a band view as view[:, rows, cols]")
+        return self.arr[(self.index,) + key[1:]]
+
+
+def _bands(result, which: str, bands) -> _BandView | None:
     if not all(b in result.composite_bands for b in bands):
         return None
-    return result.composite(which, list(bands))
+    arr = result.before_composite if which == "before" else result.after_composite
+    return _BandView(arr, [result.composite_bands.index(b) for b in bands])
 
 
 def _table_section(rows: list[dict]) -> str:

@@ -31,7 +31,7 @@ class Composite:
     count: np.ndarray
 
 
-def median_composite(values: np.ndarray, clear: np.ndarray | None = None) -> Composite:
+def median_composite(values: np.ndarray, clear: np.ndarray | None = None, *, overwrite: bool = False) -> Composite:
     """Per-pixel median over time of the clear observations.
 
     Parameters
@@ -40,6 +40,9 @@ def median_composite(values: np.ndarray, clear: np.ndarray | None = None) -> Com
         Reflectance; NaN where no data (such observations are ignored).
     clear : (T, H, W) bool or None
         True where the observation is clear; None = every non-NaN observation.
+    overwrite : bool
+        With a single date (T = 1), the median is written over ``values[0]`` and is a view of it
+        (no copy); ``values`` must then be a float32 C-contiguous array.
 
     Returns
     -------
@@ -50,7 +53,7 @@ def median_composite(values: np.ndarray, clear: np.ndarray | None = None) -> Com
     Notes
     -----
     One parallel numba pass over the rows (:func:`pipeline.kernels._numba.median_over_time`);
-    memory: the outputs only (a single date is copied, not sorted). An observation is used for a
+    memory: the outputs only (one or two dates need no sort). An observation is used for a
     pixel only when all its bands are finite, so every band of the median comes from the same set
     of dates.
     """
@@ -62,12 +65,13 @@ def median_composite(values: np.ndarray, clear: np.ndarray | None = None) -> Com
     T, B, H, W = values.shape
     if clear is not None and clear.shape != (T, H, W):
         raise ValueError(f"clear must have shape {(T, H, W)}, got {clear.shape}")
-    median = np.empty((B, H, W), dtype=np.float32)
     count = np.zeros((H, W), dtype=np.uint16)
     if T == 0:
-        median.fill(np.nan)
-        return Composite(median, count)
+        return Composite(np.full((B, H, W), np.nan, dtype=np.float32), count)
     values = np.ascontiguousarray(values, dtype=np.float32)
+    # one date: the median is that date with NaN where it does not count, computed in place when
+    # allowed (the kernel reads each value before it writes it)
+    median = values[0] if (T == 1 and overwrite) else np.empty((B, H, W), dtype=np.float32)
     use_clear = clear is not None
     clear_arr = np.ascontiguousarray(clear, dtype=bool) if use_clear else np.ones((1, 1, 1), bool)
     K.median_over_time(values, clear_arr, use_clear, median, count)

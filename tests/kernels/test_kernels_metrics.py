@@ -34,6 +34,18 @@ def test_cva_matches_oracle_with_planted_nodata(dtype, offsets):
     assert np.isnan(got[nodata]).all() and not np.isnan(got[~nodata]).any()
 
 
+@pytest.mark.parametrize("dtype, offsets", CASES)
+def test_cva_band_subset_equals_cva_of_the_subset(dtype, offsets):
+    """bands=[...] reads only those bands: same values as the CVA of a copied subset, and no data in
+    a left-out band does not count."""
+    b, a, _ = make_pair(dtype, offsets=offsets)
+    sel = [0, 2, 5]
+    got = cva(b, a, offsets=offsets, bands=sel)
+    close(got, oracle.cva(b[sel], a[sel], offsets))
+    with pytest.raises(UsageError, match="indices"):
+        cva(b, a, offsets=offsets, bands=[0, 6])
+
+
 def test_cva_offset_cancels_harmonisation_step():
     """The same reflectance delivered with and without the +1000 offset gives zero change."""
     b, _, _ = make_pair(np.uint16, offsets=(0, 0))

@@ -59,3 +59,16 @@ def test_shape_errors():
         median_composite(np.zeros((3, 4, 4), np.float32))
     with pytest.raises(ValueError, match="clear"):
         median_composite(np.zeros((2, 1, 4, 4), np.float32), np.ones((3, 4, 4), bool))
+
+
+def test_single_date_overwrite_is_a_view_with_the_same_values():
+    rng = np.random.default_rng(9)
+    v = rng.random((1, 3, 20, 17)).astype(np.float32)
+    v[0, 1, 4, 4] = np.nan  # one band missing: the date does not count there, in any band
+    clear = rng.random((1, 20, 17)) > 0.2
+    want = median_composite(v.copy(), clear)
+    got = median_composite(v, clear, overwrite=True)
+    assert np.shares_memory(got.median, v)
+    np.testing.assert_array_equal(got.median, want.median)
+    np.testing.assert_array_equal(got.count, want.count)
+    assert np.isnan(got.median[:, 4, 4]).all()
