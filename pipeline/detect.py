@@ -42,7 +42,7 @@ from .grid import Grid
 from .objects import ObjectParams
 from .objects.model import NODATA_CODE
 from .preprocess.cloudmask import MASK_METHODS, MaskParams, mask_stack
-from .preprocess.composite import median_composite
+from .preprocess.composite import Composite, median_composite
 from .preprocess.coregister import apply_shift, estimate_shift
 from .preprocess.harmonise import harmonise
 from .preprocess.normalise import Normalisation, apply_normalisation, fit_normalisation, normalise
@@ -51,7 +51,7 @@ from .scene import SceneStack
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DetectParams", "MAGNITUDES", "MAGNITUDE_BANDS", "CONTEXTS", "detect", "detect_stacks", "aoi_mask"]
+__all__ = ["DetectParams", "MAGNITUDES", "MAGNITUDE_BANDS", "CONTEXTS", "Reference", "detect", "detect_stacks", "prepare_reference", "aoi_mask"]
 
 DEFAULT_BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11", "B12")
 """Bands read and composited: the report needs B02 B03 B04 B8A B11 B12, the indices B08."""
@@ -421,16 +421,25 @@ def _no_data(name: str, window: tuple[date, date], w: _Window | None, n_found: i
     )
 
 
-def _coregister(windows: list[_Window], params: DetectParams, timer: _Timer) -> str | None:
-    """Shift every used acquisition onto the clearest before acquisition; drop weak matches."""
-    before = windows[0]
+def _coreg_reference(before: _Window, params: DetectParams) -> tuple[int, np.ndarray, str]:
+    """The clearest used before acquisition: its index, its ``coreg_band`` image (a copy, taken
+    before any masking) and its id."""
     bi = params.bands.index(params.coreg_band)
     clear_n = [int(before.clear[t].sum()) for t in before.used]
     ref_t = before.used[int(np.argmax(clear_n))]
     # matched on the whole images with data: clouds add edges the other image lacks (noise, no
     # bias), whereas cutting the same holes into both would add common edges that pull to 0
-    ref_img = before.refl[ref_t, bi]
-    ref_id = before.stack.acquisitions[ref_t].id
+    return ref_t, before.refl[ref_t, bi].copy(), before.stack.acquisitions[ref_t].id
+
+
+def _coregister(
+    windows: list[_Window], params: DetectParams, timer: _Timer, ref: tuple[int, np.ndarray, str], before: _Window | None = None
+) -> str:
+    """Shift every used acquisition of ``windows`` onto the reference image ``ref`` (from
+    :func:`_coreg_reference` on ``before``, the window the reference acquisition belongs to and is
+    kept as is); drop weak matches."""
+    bi = params.bands.index(params.coreg_band)
+    ref_t, ref_img, ref_id = ref
     with timer("coregister"):
         for w in windows:
             keep = []
@@ -516,6 +525,78 @@ def _persistence(
     return count, len(after.used)
 
 
+@dataclass(eq=False)
+class Reference:
+    """A before window prepared once: masked, co-registered and composited.
+
+    Made by :func:`prepare_reference`; pass it to :func:`detect_stacks` to compare many after
+    windows (e.g. each new acquisition of a monitoring run) with one before window without
+    preparing it again. Holds the before reflectance, so it costs about as much memory as one
+    detection's before window.
+    """
+
+    stack: SceneStack
+    grid: Grid
+    params: DetectParams
+    inside: np.ndarray
+    window: _Window
+    composite: Composite
+    coreg: tuple[int, np.ndarray, str] | None
+    timings: dict
+
+    @property
+    def coreg_id(self) -> str | None:
+        return self.coreg[2] if self.coreg is not None else None
+
+
+def _prepare_reference(aoi: AOI, stack: SceneStack, params: DetectParams, window, timer: _Timer, inside: np.ndarray) -> Reference:
+    if len(stack) == 0:
+        raise _no_data("before", window, None, 0)
+    bw = _prepare("before", stack, params, inside, timer)
+    if not bw.used:
+        raise _no_data("before", window, bw, len(stack))
+    coreg = None
+    if params.coregister:
+        coreg = _coreg_reference(bw, params)
+        _coregister([bw], params, timer, coreg, before=bw)
+        if not bw.used:
+            raise _no_data("before", window, bw, len(stack))
+    _apply_masks(bw, params, inside, params.coregister, timer)
+    with timer("composite"):
+        # a single-date window's composite is that date, in place (its reflectance is not used again)
+        bc = median_composite(_used_refl(bw), overwrite=True)
+    return Reference(stack, stack.grid, params, inside, bw, bc, coreg, dict(timer.t))
+
+
+def prepare_reference(aoi: AOI, before_stack: SceneStack, *, params: DetectParams | None = None) -> Reference:
+    """Prepare the before window once for several :func:`detect_stacks` calls.
+
+    Parameters
+    ----------
+    aoi : AOI
+    before_stack : SceneStack
+        The before acquisitions, read onto ``aoi``'s grid.
+    params : DetectParams or None
+        Must be the parameters of the detections it serves.
+
+    Returns
+    -------
+    Reference
+
+    Raises
+    ------
+    NoDataError
+        No usable before acquisition.
+    """
+    params = params or DetectParams()
+    grid = before_stack.grid
+    inside = aoi_mask(aoi, grid)
+    if not inside.any():
+        raise UsageError(f"AOI {aoi.id} covers no pixel centre of the grid {grid.shape}; check the AOI and the grid")
+    window = (before_stack.dates[0], before_stack.dates[-1]) if len(before_stack) else (date.min, date.min)
+    return _prepare_reference(aoi, before_stack, params, window, _Timer(), inside)
+
+
 # ----------------------------------------------------------------------------------------------
 # public API
 
@@ -583,6 +664,7 @@ def detect_stacks(
     params: DetectParams | None = None,
     source_name: str = "",
     windows: tuple[tuple[date, date], tuple[date, date]] | None = None,
+    reference: "Reference | None" = None,
     _timer: _Timer | None = None,
 ) -> DetectionResult:
     """Detect change between two stacks already read onto one grid.
@@ -597,6 +679,10 @@ def detect_stacks(
         Recorded in the result.
     windows : ((date, date), (date, date)) or None
         The windows as asked (default: the stacks' first and last dates).
+    reference : Reference or None
+        ``prepare_reference(aoi, before_stack, params)`` done once and reused, e.g. for every
+        new acquisition of a monitoring run against one reference period; the result is the
+        same as without it.
 
     Returns
     -------
@@ -617,32 +703,31 @@ def detect_stacks(
             (s.dates[0], s.dates[-1]) if len(s) else (date.min, date.min) for s in (before_stack, after_stack)
         )
     wins = dict(zip(("before", "after"), windows))
-    inside = aoi_mask(aoi, grid)
-    if not inside.any():
-        raise UsageError(f"AOI {aoi.id} covers no pixel centre of the grid {grid.shape}; check the AOI and the grid")
+    if reference is not None:
+        if reference.stack is not before_stack or reference.params != params or reference.grid != grid:
+            raise UsageError("reference was prepared for another before stack, grid or parameters; prepare it again")
+        inside = reference.inside
+    else:
+        inside = aoi_mask(aoi, grid)
+        if not inside.any():
+            raise UsageError(f"AOI {aoi.id} covers no pixel centre of the grid {grid.shape}; check the AOI and the grid")
+        reference = _prepare_reference(aoi, before_stack, params, wins["before"], timer, inside)
+    bw, bc, ref_id = reference.window, reference.composite, reference.coreg_id
+    if len(after_stack) == 0:
+        raise _no_data("after", wins["after"], None, 0)
+    aw = _prepare("after", after_stack, params, inside, timer)
+    if not aw.used:
+        raise _no_data("after", wins["after"], aw, len(after_stack))
+    prepared = [bw, aw]
 
-    prepared = []
-    for wname, st in (("before", before_stack), ("after", after_stack)):
-        if len(st) == 0:
-            raise _no_data(wname, wins[wname], None, 0)
-        w = _prepare(wname, st, params, inside, timer)
-        if not w.used:
-            raise _no_data(wname, wins[wname], w, len(st))
-        prepared.append(w)
-    bw, aw = prepared
-
-    ref_id = None
     if params.coregister:
-        ref_id = _coregister(prepared, params, timer)
-        for w in prepared:
-            if not w.used:
-                raise _no_data(w.name, wins[w.name], w, len(w.stack))
-    for w in prepared:
-        _apply_masks(w, params, inside, params.coregister, timer)
+        _coregister([aw], params, timer, reference.coreg)
+        if not aw.used:
+            raise _no_data(aw.name, wins[aw.name], aw, len(aw.stack))
+    _apply_masks(aw, params, inside, params.coregister, timer)
 
     with timer("composite"):
         # a single-date window's composite is that date, in place (its reflectance is not used again)
-        bc = median_composite(_used_refl(bw), overwrite=True)
         ac = median_composite(_used_refl(aw), overwrite=True)
     before_c, after_raw = bc.median, ac.median
     both = inside & np.isfinite(before_c).all(axis=0) & np.isfinite(after_raw).all(axis=0)

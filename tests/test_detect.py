@@ -112,6 +112,32 @@ def test_planted_building_found_and_transient_dropped_by_persistence():
     assert res.before == "2024-03-01/2024-03-16" and res.source == "planted"
 
 
+def test_prepared_reference_gives_the_same_result_for_every_after_window():
+    """A monitoring run prepares its before window once: each detection against the prepared
+    reference equals the one that prepares it itself, however many after windows use it."""
+    from pipeline.detect import prepare_reference
+
+    aoi = _aoi()
+    grid = aoi.grid()
+    b = _stack(grid, _dates(date(2024, 3, 1), 4), cloud={2: (slice(20, 40), slice(20, 40))})
+    afters = [
+        _stack(grid, _dates(date(2025, 5, 1), 3), building=BUILDING, seed=1),
+        _stack(grid, _dates(date(2025, 6, 1), 1), seed=2),
+    ]
+    ref = prepare_reference(aoi, b, params=DetectParams())
+    for a in afters + afters[:1]:
+        want = detect_stacks(aoi, b, a)
+        got = detect_stacks(aoi, b, a, reference=ref)
+        np.testing.assert_array_equal(got.class_map, want.class_map)
+        np.testing.assert_array_equal(got.magnitude, want.magnitude)
+        np.testing.assert_array_equal(got.before_composite, want.before_composite)
+        assert [o.geometry.wkt for o in got.objects] == [o.geometry.wkt for o in want.objects]
+        assert got.acquisitions == want.acquisitions
+        assert got.parameters == want.parameters
+    with pytest.raises(UsageError, match="prepared for another"):
+        detect_stacks(aoi, b, afters[0], params=DetectParams(min_persistence=3), reference=ref)
+
+
 def test_one_date_change_in_short_after_window_is_not_reported():
     """Planted: after window of 2 dates; a dark vehicle park on one of them shows in the 2-date
     median. Persistence (2 dates) drops it; with persistence off it is an object."""

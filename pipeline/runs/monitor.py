@@ -263,6 +263,7 @@ class _Tracker:
         self.params = detect_params(cfg)
         self.grid = aoi.grid()
         self._ref_stack = None
+        self._reference = None  # the prepared before window (pipeline.detect.Reference)
 
     def reference_stack(self, period: tuple[date, date]):
         if self._ref_stack is None:
@@ -276,13 +277,15 @@ class _Tracker:
         return self._ref_stack
 
     def detect_one(self, period, acq):
-        from ..detect import detect_stacks
+        from ..detect import detect_stacks, prepare_reference
 
         ref = self.reference_stack(period)
+        if self._reference is None:  # masked, co-registered and composited once per run
+            self._reference = prepare_reference(self.aoi, ref, params=self.params)
         after = self.source.read(self.aoi, [acq], grid=self.grid, bands=self.params.bands)
         return detect_stacks(
             self.aoi, ref, after, params=self.params, source_name=self.source.name,
-            windows=(period, (acq.date, acq.date)),
+            windows=(period, (acq.date, acq.date)), reference=self._reference,
         )
 
 
