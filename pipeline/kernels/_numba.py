@@ -590,6 +590,42 @@ def dn_to_reflectance(dn, sel, valid, off, out):
                     o[j] = NAN32
 
 
+@njit(inline="always", **SERIAL)
+def _select(buf, n, k):
+    """The k-th smallest of ``buf[:n]`` (Hoare's quickselect, median-of-three pivot), partitioning
+    ``buf[:n]`` in place so that ``buf[:k] <= buf[k] <= buf[k+1:n]``."""
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        # median of three to buf[mid]
+        if buf[mid] < buf[lo]:
+            buf[mid], buf[lo] = buf[lo], buf[mid]
+        if buf[hi] < buf[lo]:
+            buf[hi], buf[lo] = buf[lo], buf[hi]
+        if buf[hi] < buf[mid]:
+            buf[hi], buf[mid] = buf[mid], buf[hi]
+        pivot = buf[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return buf[k]
+    return buf[k]
+
+
 @njit(**FLAGS)
 def median_over_time(values, clear, use_clear, median, count):
     """Per pixel of (T, B, H, W) float32 ``values``: the median over the dates whose bands are all
@@ -622,6 +658,7 @@ def median_over_time(values, clear, use_clear, median, count):
         for j in range(W):
             cnt[j] = n[j]
         buf = np.empty(T, np.float32)
+        slab = np.empty((T, W), np.float32) if T > 2 else np.empty((1, 1), np.float32)
         for b in range(B):
             o = median[b, i]
             if T == 1:
@@ -644,15 +681,23 @@ def median_over_time(values, clear, use_clear, median, count):
                     else:
                         o[j] = NAN32
             else:
+                for t in range(T):  # this band's row of every date, read contiguously
+                    slab[t] = values[t, b, i]
                 for j in range(W):
                     m_n = 0
                     for t in range(T):
                         if ok[t, j]:
-                            x = values[t, b, i, j]
-                            m = m_n  # insertion sort: T is a few tens at most
-                            while m > 0 and buf[m - 1] > x:
-                                buf[m] = buf[m - 1]
-                                m -= 1
-                            buf[m] = x
+                            buf[m_n] = slab[t, j]
                             m_n += 1
-                    o[j] = NAN32 if m_n == 0 else half * (buf[(m_n - 1) // 2] + buf[m_n // 2])
+                    if m_n == 0:
+                        o[j] = NAN32
+                        continue
+                    lo = _select(buf, m_n, (m_n - 1) // 2)
+                    # the upper middle is the smallest value right of the lower one (select partitions)
+                    hi = lo
+                    if m_n % 2 == 0:
+                        hi = buf[m_n // 2]
+                        for k in range(m_n // 2 + 1, m_n):
+                            if buf[k] < hi:
+                                hi = buf[k]
+                    o[j] = half * (lo + hi)
