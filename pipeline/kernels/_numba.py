@@ -701,3 +701,23 @@ def median_over_time(values, clear, use_clear, median, count):
                             if buf[k] < hi:
                                 hi = buf[k]
                     o[j] = half * (lo + hi)
+
+
+@njit(**FLAGS)
+def affine_bands(x, gain, offset, out):
+    """out[t, b] = x[t, b] * gain[b] + offset[b] over (T, B, P) float32 (two float32 roundings,
+    as numpy's multiply then add)."""
+    T, B, P = x.shape
+    nchunk = max(1, min(P // 65536, 256))
+    for c in prange(nchunk * T * B):
+        tb = c // nchunk
+        k = c - tb * nchunk
+        t = tb // B
+        b = tb - t * B
+        g = gain[b]
+        o = offset[b]
+        src = x[t, b]
+        dst = out[t, b]
+        for p in range(k * P // nchunk, (k + 1) * P // nchunk):
+            y = src[p] * g
+            dst[p] = y + o

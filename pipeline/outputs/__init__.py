@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -150,21 +151,38 @@ def write_outputs(
     epsg = result.grid.epsg
     tags = _provenance(result)
     files: dict[str, Path] = {}
-    for p in write_class_cog(result.class_map, result.grid, out / "change_class.tif", tags=tags):
-        files[p.name] = p
-    files["change_magnitude.tif"] = write_magnitude_cog(result.magnitude, result.grid, out / "change_magnitude.tif", tags=tags)
     if not rgb:
         for stale in ("before_rgb.tif", "after_rgb.tif"):
             (out / stale).unlink(missing_ok=True)
-    if rgb:
-        for which in ("before", "after"):
-            name = f"{which}_rgb.tif"
-            files[name] = write_rgb_cog(result.composite(which, list(TRUE_COLOUR)), result.grid, out / name, tags={**tags, "S2WATCH_WINDOW": which})
-    files["changes.geojson"] = write_geojson(result.objects, out / "changes.geojson", aoi_id=result.aoi.id, epsg=epsg)
-    for p in write_gpkg(result.objects, out / "changes.gpkg", aoi_id=result.aoi.id, epsg=epsg, after=result.after, qml_path=out / "changes.qml"):
+
+    def rasters() -> list[Path]:
+        paths = list(write_class_cog(result.class_map, result.grid, out / "change_class.tif", tags=tags))
+        paths.append(write_magnitude_cog(result.magnitude, result.grid, out / "change_magnitude.tif", tags=tags))
+        if rgb:
+            for which in ("before", "after"):
+                paths.append(
+                    write_rgb_cog(result.composite(which, list(TRUE_COLOUR)), result.grid, out / f"{which}_rgb.tif", tags={**tags, "S2WATCH_WINDOW": which})
+                )
+        return paths
+
+    raster_names = ["change_class.tif", "change_class.tif.aux.xml", "change_class.qml", "change_magnitude.tif"]
+    raster_names += ["before_rgb.tif", "after_rgb.tif"] if rgb else []
+    # the COGs (GDAL, which releases the GIL) are written on a second thread while the vectors and
+    # the report are made here; every file is still written atomically
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2watch-cog") as pool:
+        raster_job = pool.submit(rasters)
+        try:
+            vectors = [write_geojson(result.objects, out / "changes.geojson", aoi_id=result.aoi.id, epsg=epsg)]
+            vectors += write_gpkg(result.objects, out / "changes.gpkg", aoi_id=result.aoi.id, epsg=epsg, after=result.after, qml_path=out / "changes.qml")
+            listed = sorted({*raster_names, *(p.name for p in vectors), "report.html", "summary.md", "manifest.json"})
+            report = render_report(result, history=history, outputs=listed)
+        finally:
+            raster_paths = raster_job.result()  # re-raises a failed COG write
+    for p in raster_paths + vectors:
         files[p.name] = p
-    listed = sorted([*files, "report.html", "summary.md", "manifest.json"])
-    files["report.html"] = write_text(out / "report.html", render_report(result, history=history, outputs=listed))
+    if sorted({*files, "report.html", "summary.md", "manifest.json"}) != listed:  # pragma: no cover - a renamed output
+        raise OutputError(f"outputs written {sorted(files)} differ from those listed in the report {listed}")
+    files["report.html"] = write_text(out / "report.html", report)
     files["summary.md"] = write_text(out / "summary.md", render_summary(result, outputs=listed))
     files["manifest.json"] = write_manifest(
         out / "manifest.json", result, files, extra=extra_manifest, write_seconds=time.perf_counter() - t0

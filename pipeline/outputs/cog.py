@@ -68,8 +68,10 @@ def _write_cog(
     band_tags: list[dict] | None = None,
     colormap: dict | None = None,
     photometric: str | None = None,
+    options: dict | None = None,
 ) -> Path:
-    """Write ``data`` ``(B, H, W)`` as a COG at ``path`` atomically."""
+    """Write ``data`` ``(B, H, W)`` as a COG at ``path`` atomically (``options`` override
+    :data:`COG_OPTIONS`)."""
     count, height, width = data.shape
     profile = {
         "driver": "GTiff",
@@ -83,7 +85,7 @@ def _write_cog(
     }
     if photometric:
         profile["photometric"] = photometric
-    opts = {**COG_OPTIONS, "OVERVIEW_RESAMPLING": resampling, "RESAMPLING": resampling}
+    opts = {**COG_OPTIONS, "OVERVIEW_RESAMPLING": resampling, "RESAMPLING": resampling, **(options or {})}
     with rasterio.Env(**_ENV):
         with MemoryFile() as mem:
             with mem.open(**profile) as ds:
@@ -172,6 +174,9 @@ def write_magnitude_cog(magnitude: np.ndarray, grid: Grid, path: str | os.PathLi
         descriptions=["change magnitude"],
         tags=tags or {},
         band_tags=[{"UNITS": "unitless, larger = more change"}],
+        # float noise does not compress: DEFLATE level 1 takes 2/3 of the time of the default
+        # level for about 3% more bytes (measured on a 4096 x 4096 magnitude)
+        options={"LEVEL": "1"},
     )
 
 

@@ -223,10 +223,13 @@ def normalise(
 
 def apply_normalisation(target: np.ndarray, norm: Normalisation) -> np.ndarray:
     """``gain * target + offset`` per band: (B, H, W) or (T, B, H, W) float32 (NaN stays NaN)."""
-    target = np.asarray(target, dtype=np.float32)
-    shape = (-1, 1, 1)
-    g = norm.gain.astype(np.float32).reshape(shape)
-    o = norm.offset.astype(np.float32).reshape(shape)
-    out = np.multiply(target, g)
-    out += o
+    from ..kernels import _numba as K
+
+    target = np.ascontiguousarray(target, dtype=np.float32)
+    if target.ndim not in (3, 4) or target.shape[-3] != len(norm.gain):
+        raise ValueError(f"target must be (B, H, W) or (T, B, H, W) with B = {len(norm.gain)}, got {target.shape}")
+    B = target.shape[-3]
+    x = target.reshape(-1, B, target.shape[-2] * target.shape[-1])
+    out = np.empty_like(target)
+    K.affine_bands(x, norm.gain.astype(np.float32), norm.offset.astype(np.float32), out.reshape(x.shape))
     return out

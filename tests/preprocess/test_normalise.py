@@ -69,3 +69,17 @@ def test_fit_on_a_subsample_recovers_the_planted_map(monkeypatch):
     np.testing.assert_allclose(norm.gain, 1.08, atol=0.01)
     np.testing.assert_allclose(norm.offset, 0.01, atol=0.002)
     assert 4000 <= norm.n_nochange <= 5000 and int(norm.nochange.sum()) == norm.n_nochange
+
+
+@pytest.mark.parametrize("shape", [(3, 17, 29), (2, 3, 17, 29)])
+def test_apply_normalisation_equals_numpy_per_band(shape):
+    from pipeline.preprocess.normalise import Normalisation
+
+    rng = np.random.default_rng(4)
+    x = rng.random(shape).astype(np.float32)
+    x[..., 3, 4] = np.nan
+    norm = Normalisation(np.array([1.1, 0.9, 1.02]), np.array([0.01, -0.02, 0.0]), np.zeros((17, 29), bool), 0, np.zeros(3))
+    got = apply_normalisation(x, norm)
+    want = x * norm.gain.astype(np.float32).reshape(-1, 1, 1) + norm.offset.astype(np.float32).reshape(-1, 1, 1)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.float32 and np.isnan(got[..., 3, 4]).all()
