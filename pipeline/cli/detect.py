@@ -32,6 +32,17 @@ def register(sub) -> None:
         help="threshold of the change magnitude: robust (median + k robust sigma; the default), otsu, "
         "kittler-illingworth, chi2 (IR-MAD no-change test) or none (only the reflectance floor)",
     )
+    p.add_argument(
+        "--tile-px",
+        type=int,
+        default=None,
+        metavar="N",
+        help="detect tile by tile, cores of N x N px with a halo (bounded memory; see pipeline.tiled). Default: "
+        "tiles of 2048 px when the AOI grid exceeds 40 Mpx or with --executor dask, else one pass; 0 = never tile",
+    )
+    p.add_argument("--halo-px", type=int, default=None, metavar="N", help="halo read around each tile, px (default 128)")
+    p.add_argument("--executor", choices=("serial", "dask"), default="serial", help="where the tiles run")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="dask scheduler (default: a local cluster)")
     add_source_options(p)
     p.set_defaults(func=run)
 
@@ -53,10 +64,21 @@ def run(args) -> int:
     from ..detect import DetectParams, detect
     from ..outputs import write_outputs
 
+    from .. import tiled
+
     params = DetectParams() if args.threshold is None else DetectParams(threshold=args.threshold)
+    tile_px = _tile_size(aoi, args)
     log.info("detect %s: before %s/%s after %s/%s from %s", aoi.id, *before, *after, source_name)
-    result = detect(aoi, source, before=before, after=after, params=params)
-    paths = write_outputs(result, Path(args.out), rgb=args.rgb)
+    if tile_px is None:
+        result = detect(aoi, source, before=before, after=after, params=params)
+        paths = write_outputs(result, Path(args.out), rgb=args.rgb)
+    else:
+        from ..runs.executor import get_executor
+
+        halo = tiled.HALO_PX if args.halo_px is None else args.halo_px
+        with get_executor(args.executor, scheduler=args.scheduler) as ex:
+            result = tiled.detect_tiled(aoi, source, before=before, after=after, params=params, tile_px=tile_px, halo_px=halo, executor=ex)
+        paths = write_outputs(result, Path(args.out), rgb=args.rgb)
     counts: dict[str, int] = {}
     for o in result.objects:
         counts[o.cls] = counts.get(o.cls, 0) + 1
@@ -64,6 +86,24 @@ def run(args) -> int:
     print(f"{aoi.id}: {summary}")
     print(f"report: {paths['report.html'].resolve()}")
     return 0
+
+
+def _tile_size(aoi, args) -> int | None:
+    """Core size of the tiles, or None for one pass (see ``--tile-px``)."""
+    from .. import tiled
+
+    if args.scheduler and args.executor != "dask":
+        raise UsageError("--scheduler needs --executor dask")
+    if args.tile_px is not None:
+        if args.tile_px == 0:
+            if args.executor == "dask":
+                raise UsageError("--executor dask distributes tiles; it cannot be used with --tile-px 0")
+            return None
+        return args.tile_px
+    H, W = aoi.grid().shape
+    if args.executor == "dask" or H * W / 1e6 > tiled.AUTO_TILE_MPX:
+        return tiled.TILE_PX
+    return None
 
 
 def _dry_run(aoi, source, before, after, args) -> int:

@@ -62,9 +62,10 @@ def _validate(result) -> None:
         raise OutputError(f"magnitude is {mag.dtype} {mag.shape}; expected float32 {grid.shape}")
     nb = len(result.composite_bands)
     for which in ("before_composite", "after_composite"):
-        arr = np.asarray(getattr(result, which))
-        if arr.shape != (nb, *grid.shape):
-            raise OutputError(f"{which} has shape {arr.shape}; expected (len(composite_bands)={nb}, H, W) = {(nb, *grid.shape)}")
+        arr = getattr(result, which)  # an array, or a DiskComposite of a tiled run: not read here
+        shape = tuple(getattr(arr, "shape", None) or np.shape(arr))
+        if shape != (nb, *grid.shape):
+            raise OutputError(f"{which} has shape {shape}; expected (len(composite_bands)={nb}, H, W) = {(nb, *grid.shape)}")
     seen = set()
     for o in result.objects:
         if not isinstance(o, ChangeObject):

@@ -44,6 +44,16 @@ class SerialExecutor:
                 out.append(exc)
         return out
 
+    def as_completed(self, fn, items, *args):
+        """Yield ``(item, fn(item, *args))`` as each finishes (here: in order), an exception
+        object in place of a failed result; only one result is held at a time."""
+        for item in items:
+            try:
+                yield item, fn(item, *args)
+            except Exception as exc:
+                log.error("task %r failed: %s", item, exc, exc_info=True)
+                yield item, exc
+
     def close(self) -> None:
         pass
 
@@ -125,6 +135,25 @@ class DaskExecutor:
                 log.error("task %r failed on the cluster: %s", item, exc)
                 out.append(exc)
         return out
+
+    def as_completed(self, fn, items, *args):
+        """Yield ``(item, result)`` in the order tasks finish on the cluster, each result fetched
+        and released in turn (a large AOI's tiles are not all held at once)."""
+        from distributed import as_completed
+
+        items = list(items)
+        if not items:
+            return
+        futures = self.client.map(fn, items, *[[a] * len(items) for a in args], pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for fut in as_completed(futures):
+            item = items[index[fut.key]]
+            try:
+                yield item, fut.result()
+            except Exception as exc:  # task error or a worker that died
+                log.error("task %r failed on the cluster: %s", item, exc)
+                yield item, exc
+            fut.release()
 
     def close(self) -> None:
         self.client.close()

@@ -182,3 +182,25 @@ def test_local_cluster_without_scheduler_and_json_logs_stay_json(tmp_path):
     assert bad == [], bad[:5]
     assert all(json.loads(x)["level"] for x in lines)
     assert (tmp_path / "o" / "tiny-quay" / "manifest.json").is_file()
+
+
+@pytest.mark.dask
+@pytest.mark.network_local
+def test_tiles_of_one_aoi_on_the_cluster_give_the_serial_outputs(cluster, tmp_path, capsys):
+    """``s2watch detect --tile-px`` with ``--executor dask``: the tiles of one AOI run on the two
+    workers and every output equals the serial tiled run's (manifest timings aside)."""
+    args = ["detect", "maaten-al-sarra", "--source", "simulated", "--before", "2024-03-01/2024-03-31",
+            "--after", "2025-05-01/2025-05-31", "--tile-px", "400", "--halo-px", "64"]
+    assert main([*args, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*args, "--out", str(tmp_path / "dask"), "--executor", "dask", "--scheduler", cluster]) == 0
+    files = sorted(p.name for p in (tmp_path / "serial").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "dask").iterdir()) and "change_class.tif" in files
+    for name in files:
+        a, b = (tmp_path / "serial" / name).read_bytes(), (tmp_path / "dask" / name).read_bytes()
+        if name == "manifest.json":
+            a, b = json.loads(a), json.loads(b)
+            for m in (a, b):
+                m.pop("written_at"), m.pop("timings")
+        assert a == b, name
+    m = json.loads((tmp_path / "dask" / "manifest.json").read_text())
+    assert m["parameters"]["tiling"]["n_tiles"] == 6

@@ -1,0 +1,365 @@
+"""Detection over AOIs too large for one pass: tile by tile, in bounded memory, here or on dask.
+
+The AOI grid is cut into square cores of ``tile_px`` pixels. Each core is read and detected with a
+halo of ``halo_px`` pixels around it, so objects near a core edge are seen whole and the
+morphology has its neighbours. Every tile is an independent :func:`pipeline.detect.detect_stacks`:
+its own masks, co-registration, IR-MAD normalisation and threshold, i.e. local statistics over
+``tile_px + 2 halo_px`` pixels (20 x 20 km by default), as a moving-window method would use.
+
+The tiles are merged by their cores:
+
+* ``class_map`` and ``magnitude`` are pasted core by core;
+* an object is kept by the one tile whose core holds its representative point, with the geometry
+  that tile saw (whole if it reaches no more than ``halo_px`` beyond the core);
+* the composites are kept on disk, one ``.npy`` per tile and window, as uint16 reflectance x 10000
+  (0 = no data): the result's ``before_composite`` / ``after_composite`` are :class:`DiskComposite`
+  views that read only the windows asked for (report chips, the decimated overview);
+* ``acquisitions`` are those of the first tile with data; every tile's threshold, changed pixels
+  and co-registration shifts are in ``parameters["tiling"]["tiles"]``.
+
+Memory: one tile's detection (about 1.1 GB for the default 2304 x 2304 px tile with halo and seven
+bands) plus the merged class map and magnitude (5 bytes per AOI pixel). With the dask executor
+the tiles run on the workers; results come back one by one as they finish.
+
+A class map pixel of an object straddling two cores is classified by the tile it lies in, so such an
+object can show two classes on either side of the seam while the object list holds it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from shapely.geometry import box
+
+from .aoi import AOI
+from .errors import NoDataError, UsageError
+from .grid import Grid
+from .objects.model import NODATA_CODE
+from .result import DetectionResult
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Tile", "plan_tiles", "DiskComposite", "detect_tiled", "TILE_PX", "HALO_PX", "AUTO_TILE_MPX"]
+
+TILE_PX = 2048
+"""Default core size of a tile, pixels."""
+HALO_PX = 128
+"""Default halo read around each core, pixels (1.28 km at 10 m)."""
+AUTO_TILE_MPX = 40.0
+"""``s2watch detect`` tiles a grid of more megapixels than this unless told otherwise (about
+6300 x 6300 px; a whole 10980 x 10980 px Sentinel-2 tile is 121 Mpx)."""
+
+_DN = np.float32(1e-4)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: ``core`` and ``outer`` (core + halo, clipped to the grid) as ``(row0, row1,
+    col0, col1)`` pixel ranges of the AOI grid."""
+
+    index: int
+    core: tuple[int, int, int, int]
+    outer: tuple[int, int, int, int]
+
+
+def plan_tiles(shape: tuple[int, int], tile_px: int = TILE_PX, halo_px: int = HALO_PX) -> list[Tile]:
+    """Cut an ``(H, W)`` grid into cores of at most ``tile_px`` square (equal sizes, row-major).
+
+    Raises
+    ------
+    UsageError
+        ``tile_px`` < 256 or ``halo_px`` < 0.
+    """
+    if tile_px < 256:
+        raise UsageError(f"tile size {tile_px} px is too small; use at least 256 (default {TILE_PX})")
+    if halo_px < 0:
+        raise UsageError(f"halo {halo_px} px must be >= 0 (default {HALO_PX})")
+    H, W = shape
+    nr, nc = -(-H // tile_px), -(-W // tile_px)
+    rows = [round(i * H / nr) for i in range(nr + 1)]
+    cols = [round(j * W / nc) for j in range(nc + 1)]
+    tiles = []
+    for i in range(nr):
+        for j in range(nc):
+            r0, r1, c0, c1 = rows[i], rows[i + 1], cols[j], cols[j + 1]
+            outer = (max(0, r0 - halo_px), min(H, r1 + halo_px), max(0, c0 - halo_px), min(W, c1 + halo_px))
+            tiles.append(Tile(len(tiles), (r0, r1, c0, c1), outer))
+    return tiles
+
+
+def _sub_grid(grid: Grid, rect: tuple[int, int, int, int]) -> Grid:
+    r0, r1, c0, c1 = rect
+    return grid.window(r0, c0, r1 - r0, c1 - c0)
+
+
+def _to_dn(arr: np.ndarray) -> np.ndarray:
+    """float32 reflectance -> uint16 x 10000, 0 where any band is not finite (as the RGB COGs)."""
+    ok = np.isfinite(arr).all(axis=0)
+    dn = np.clip(np.rint(np.nan_to_num(arr, nan=0.0) * 1e4), 1, 65535).astype(np.uint16)
+    dn[:, ~ok] = 0
+    return dn
+
+
+class DiskComposite:
+    """A (B, H, W) float32 composite kept on disk tile by tile, read by window.
+
+    Index it like an array with basic slices on the rows and columns and an int, slice or list on
+    the bands (``comp[[2, 1, 0], r0:r1:step, c0:c1:step]``): only the tiles the window touches are
+    read (memory-mapped). ``np.asarray(comp)`` reads it all.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    def __init__(self, shape: tuple[int, int, int], folder: Path, name: str):
+        self.shape = tuple(int(s) for s in shape)
+        self.folder, self.name = Path(folder), name
+        self._parts: list[tuple[tuple[int, int, int, int], Path]] = []
+
+    def __repr__(self) -> str:
+        return f"DiskComposite({self.name!r}, shape={self.shape}, {len(self._parts)} tiles in {self.folder})"
+
+    def put(self, core: tuple[int, int, int, int], dn: np.ndarray) -> None:
+        """Store the (B, h, w) uint16 DN of a core."""
+        r0, r1, c0, c1 = core
+        if dn.shape != (self.shape[0], r1 - r0, c1 - c0) or dn.dtype != np.uint16:
+            raise ValueError(f"tile {core}: expected uint16 {(self.shape[0], r1 - r0, c1 - c0)}, got {dn.dtype} {dn.shape}")
+        path = self.folder / f"{self.name}_{r0}_{c0}.npy"
+        np.save(path, dn)
+        self._parts.append((core, path))
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        bsel, rs, cs = key
+        if not isinstance(rs, slice) or not isinstance(cs, slice):
+            raise IndexError("index a DiskComposite with slices on rows and columns")
+        bands = np.arange(self.shape[0])[bsel]
+        squeeze = np.ndim(bands) == 0
+        bands = np.atleast_1d(bands)
+        rows = np.arange(self.shape[1])[rs]
+        cols = np.arange(self.shape[2])[cs]
+        out = np.full((bands.size, rows.size, cols.size), np.nan, dtype=np.float32)
+        for (r0, r1, c0, c1), path in self._parts:
+            ri = np.flatnonzero((rows >= r0) & (rows < r1))
+            ci = np.flatnonzero((cols >= c0) & (cols < c1))
+            if ri.size == 0 or ci.size == 0:
+                continue
+            mm = np.load(path, mmap_mode="r")
+            dn = mm[np.ix_(bands, rows[ri] - r0, cols[ci] - c0)]
+            vals = dn.astype(np.float32) * _DN
+            vals[:, (dn == 0).any(axis=0)] = np.nan
+            out[np.ix_(np.arange(bands.size), ri, ci)] = vals
+        return out[0] if squeeze else out
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[:, :, :]
+        return arr if dtype is None else arr.astype(dtype)
+
+    def astype(self, dtype, copy=True):
+        return np.asarray(self, dtype=dtype)
+
+
+@dataclass
+class _TileJob:
+    """What every tile task needs (pickled once per task for dask)."""
+
+    aoi: AOI
+    source: Any
+    before_acqs: list
+    after_acqs: list
+    grid: Grid
+    params: Any
+    windows: tuple
+    source_name: str
+
+
+@dataclass
+class _TileResult:
+    tile: Tile
+    class_core: np.ndarray | None = None
+    magnitude_core: np.ndarray | None = None
+    before_dn: np.ndarray | None = None
+    after_dn: np.ndarray | None = None
+    objects: tuple = ()
+    acquisitions: tuple = ()
+    parameters: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    skipped: str = ""  # why the tile has no result (outside the AOI, no data)
+
+
+def _run_tile(tile: Tile, job: _TileJob) -> _TileResult:
+    """Read and detect one tile (core + halo); return its core's share of the result."""
+    from .detect import _Timer, aoi_mask, detect_stacks
+
+    g = _sub_grid(job.grid, tile.outer)
+    if not aoi_mask(job.aoi, g).any():
+        return _TileResult(tile, skipped="outside the AOI polygon")
+    p = job.params
+    timer = _Timer()
+    with timer("read"):
+        b = job.source.read(job.aoi, job.before_acqs, grid=g, bands=p.bands)
+        a = job.source.read(job.aoi, job.after_acqs, grid=g, bands=p.bands)
+    try:
+        res = detect_stacks(job.aoi, b, a, params=p, source_name=job.source_name, windows=job.windows, _timer=timer)
+    except NoDataError as exc:
+        return _TileResult(tile, skipped=f"no data: {exc}")
+    del b, a
+    r0, r1, c0, c1 = tile.core
+    o0, _, q0, _ = tile.outer
+    sl = (slice(r0 - o0, r1 - o0), slice(c0 - q0, c1 - q0))
+    core_box = box(*_sub_grid(job.grid, tile.core).bounds)
+    objects = tuple(o for o in res.objects if core_box.covers(o.geometry.representative_point()))
+    return _TileResult(
+        tile,
+        class_core=np.ascontiguousarray(res.class_map[sl]),
+        magnitude_core=np.ascontiguousarray(res.magnitude[sl]),
+        before_dn=_to_dn(np.asarray(res.before_composite)[(slice(None),) + sl]),
+        after_dn=_to_dn(np.asarray(res.after_composite)[(slice(None),) + sl]),
+        objects=objects,
+        acquisitions=res.acquisitions,
+        parameters=res.parameters,
+        timings=dict(res.timings),
+    )
+
+
+def detect_tiled(
+    aoi: AOI,
+    source,
+    *,
+    before: tuple[date, date],
+    after: tuple[date, date],
+    params=None,
+    tile_px: int = TILE_PX,
+    halo_px: int = HALO_PX,
+    executor=None,
+    workdir: "str | Path | None" = None,
+) -> DetectionResult:
+    """Detect change over a large AOI tile by tile (see the module docstring).
+
+    Parameters
+    ----------
+    aoi : AOI
+    source : Source
+        Searched once here; each tile reads its own window (on the dask workers with the dask
+        executor: the source must then be picklable, as every built-in source is).
+    before, after : (date, date)
+    params : DetectParams or None
+    tile_px, halo_px : int
+        Core size and halo of the tiles, pixels.
+    executor : SerialExecutor, DaskExecutor or None
+        Where the tiles run (default: here, one after another).
+    workdir : path or None
+        Folder for the composites kept on disk (default: a new temporary folder, removed when
+        the result's composites are garbage-collected or the process exits; give one to keep them).
+
+    Returns
+    -------
+    DetectionResult
+        With :class:`DiskComposite` composites and ``parameters["tiling"]``.
+
+    Raises
+    ------
+    NoDataError
+        A window has no acquisition, or no tile has usable data (the first tile's reason).
+    """
+    from .detect import DetectParams, _check_window, _window_str
+    from .runs.executor import SerialExecutor
+
+    params = params or DetectParams()
+    before = _check_window("before", before)
+    after = _check_window("after", after)
+    grid = aoi.grid()
+    name = getattr(source, "name", "")
+    acqs = {}
+    for wname, win in (("before", before), ("after", after)):
+        found = source.search(aoi, win[0], win[1], max_cloud=params.max_cloud)
+        log.info("%s window %s: %d acquisitions found", wname, _window_str(win), len(found))
+        if not found:
+            raise NoDataError(
+                f"no usable acquisition in the {wname} window {_window_str(win)}: 0 found, the source found no "
+                "acquisition over the AOI in that window. Widen the window, raise max_cloud or lower min_clear_fraction."
+            )
+        acqs[wname] = found
+    tiles = plan_tiles(grid.shape, tile_px, halo_px)
+    job = _TileJob(aoi, source, acqs["before"], acqs["after"], grid, params, (before, after), name)
+    H, W = grid.shape
+    B = len(params.bands)
+    folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=f"s2watch-{aoi.id}-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    bc, ac = DiskComposite((B, H, W), folder, "before"), DiskComposite((B, H, W), folder, "after")
+    if workdir is None:
+        import weakref
+
+        weakref.finalize(bc, shutil.rmtree, folder, True)
+    class_map = np.full((H, W), NODATA_CODE, dtype=np.uint8)
+    magnitude = np.full((H, W), np.nan, dtype=np.float32)
+    objects: dict[str, Any] = {}
+    first = None
+    timings: dict[str, float] = {}
+    summary = []
+    reasons = []
+    log.info("%s: %d x %d px in %d tiles of %d px (+%d px halo)", aoi.id, H, W, len(tiles), tile_px, halo_px)
+    ex = executor or SerialExecutor()
+    for tile, res in ex.as_completed(_run_tile, tiles, job):
+        if isinstance(res, BaseException):
+            raise res
+        r0, r1, c0, c1 = tile.core
+        row = {"index": tile.index, "core": list(tile.core)}
+        if res.skipped:
+            row["skipped"] = res.skipped
+            reasons.append(res.skipped)
+            summary.append(row)
+            continue
+        class_map[r0:r1, c0:c1] = res.class_core
+        magnitude[r0:r1, c0:c1] = res.magnitude_core
+        bc.put(tile.core, res.before_dn)
+        ac.put(tile.core, res.after_dn)
+        for o in res.objects:
+            objects.setdefault(o.id, o)
+        for k, v in res.timings.items():
+            timings[k] = round(timings.get(k, 0.0) + v, 4)
+        prm = res.parameters
+        row.update(
+            threshold_value=prm.get("threshold_value"),
+            changed_pixels=prm.get("changed_pixels"),
+            objects=len(res.objects),
+            shifts={a.id: a.shift_px for a in res.acquisitions if a.used},
+        )
+        summary.append(row)
+        if first is None or tile.index < first[0]:
+            first = (tile.index, res.acquisitions, prm)
+        log.info("tile %d/%d %s: %d objects", tile.index + 1, len(tiles), tile.core, len(res.objects))
+    if first is None:
+        raise NoDataError(f"{aoi.id}: no tile had usable data ({reasons[0] if reasons else 'no tile inside the AOI'})")
+    _, records, prm = first
+    summary.sort(key=lambda r: r["index"])
+    parameters = dict(prm)
+    parameters["changed_pixels"] = int(sum(r.get("changed_pixels") or 0 for r in summary))
+    parameters["tiling"] = {"tile_px": tile_px, "halo_px": halo_px, "n_tiles": len(tiles), "tiles": summary,
+                            "note": "per-tile thresholds and normalisation; acquisitions and threshold_value of the first tile"}
+    objs = tuple(sorted(objects.values(), key=lambda o: (-o.confidence, o.id)))
+    return DetectionResult(
+        aoi=aoi,
+        grid=grid,
+        source=name,
+        before=_window_str(before),
+        after=_window_str(after),
+        class_map=class_map,
+        magnitude=magnitude,
+        objects=objs,
+        composite_bands=tuple(params.bands),
+        before_composite=bc,
+        after_composite=ac,
+        acquisitions=tuple(records),
+        parameters=parameters,
+        timings=timings,
+    )
