@@ -151,7 +151,7 @@ class DetectParams:
     coreg_max_shift_px: float = 3.0
     normalise: bool = True
     nochange_p: float = 0.9
-    nochange_min_fraction: float = 0.0
+    nochange_min_fraction: float = 0.5
     magnitude: str = "cva"
     magnitude_bands: str = "no_nir"
     context: str = "none"

@@ -92,7 +92,7 @@ class ObjectParams:
     thresholds: ClassifyThresholds = field(default_factory=ClassifyThresholds)
     id_snap_m: float = 100.0
     max_objects: int = 5000
-    drop_water_colour: bool = False
+    drop_water_colour: bool = True
 
     def __post_init__(self):
         checks = {
