@@ -76,8 +76,8 @@ class ObjectParams:
         At most this many objects are kept, the largest first; the rest are dropped with a
         warning in the log (a threshold that flagged noise). Default 5000.
     drop_water_colour : bool
-        Drop regions that are open water on both dates (:func:`.classify.water_both_dates`,
-        thresholds ``water_nir_max`` and ``water_swir_max``): a river or basin whose colour
+        Drop regions that are open water on both dates (:func:`.classify.water_both_dates`:
+        MNDWI > 0 and B11 <= ``thresholds.water_swir_max``): a river or basin whose colour
         changed (turbidity, glint, algae) is not a change of what covers the ground. Needs the
         band composites (``before_img``, ``after_img``); without them nothing is dropped.
         Default False.

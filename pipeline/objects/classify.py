@@ -107,7 +107,7 @@ class ClassifyThresholds:
     water_swir_max : float
         Largest B11 reflectance (0-1) of open water for :func:`water_both_dates` (water absorbs
         at 1.6 um: clear or turbid, B11 stays near 0.01-0.04; shaded streets and dark roofs,
-        which can pass the MNDWI and NIR tests in a winter scene, are brighter). 0.05.
+        which can have MNDWI > 0 and a dark NIR in a winter scene, are brighter). 0.05.
     vegetated_ndvi_min : float
         Smallest NDVI of the vegetated side (after for growth, before for loss). 0.25.
     thin_width_m : float
@@ -179,17 +179,19 @@ def _derived(props: Mapping[str, Any], water_nir_max: float = 0.15) -> dict[str,
 def water_both_dates(props: Mapping[str, Any], thresholds: ClassifyThresholds | None = None) -> bool:
     """True when a region is open water on both dates: only the colour of the water changed.
 
-    Open water on a date: MNDWI > 0, B08 <= ``water_nir_max`` and B11 <= ``water_swir_max``
-    (region means). A river turning turbid, sun glint, algae or waves change the reflectance
-    of water a lot without any change of what covers the ground (a measured case: a whole
-    river reach, 13 000 pixels, flagged on a real L1C pair). False when a band is missing.
+    Open water on a date: MNDWI > 0 and B11 <= ``water_swir_max`` (region means). No NIR test:
+    sediment-laden water reaches B08 0.16 (a measured river reach), above the ``water_nir_max``
+    the classifier uses to tell water from bright roofs; the SWIR test is the stricter one. A
+    river turning turbid, sun glint, algae or waves change the reflectance of water a lot
+    without any change of what covers the ground (measured: a whole river reach, 13 000
+    pixels, flagged on a real L1C pair). False when a band is missing.
     """
     t = thresholds or ClassifyThresholds()
     for w in ("before", "after"):
-        g, n, s = (_get(props, f"{w}_{b}") for b in ("B03", "B08", "B11"))
-        if g is None or n is None or s is None or g + s <= 1e-6:
+        g, s = _get(props, f"{w}_B03"), _get(props, f"{w}_B11")
+        if g is None or s is None or g + s <= 1e-6:
             return False
-        if not ((g - s) / (g + s) > 0.0 and n <= t.water_nir_max and s <= t.water_swir_max):
+        if not ((g - s) / (g + s) > 0.0 and s <= t.water_swir_max):
             return False
     return True
 
