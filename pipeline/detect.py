@@ -89,6 +89,12 @@ class DetectParams:
         Map the after composite onto the before composite (IR-MAD + orthogonal regression).
     nochange_p : float
         IR-MAD no-change probability above which a pixel feeds the normalisation. Default 0.9.
+    nochange_min_fraction : float
+        Floor (0-1) on the share of the valid pixels the normalisation is fitted on: when fewer
+        pass ``nochange_p``, the most stable ``nochange_min_fraction`` of them (highest IR-MAD
+        no-change probability) are used (see :func:`pipeline.preprocess.normalise.normalise`).
+        Guards against IR-MAD collapsing onto a small cluster (two of five real OSCD pairs: 65
+        and 108 pixels, per-band gains of 37 and -11). 0 disables.
     magnitude : str
         Change magnitude: ``cva`` (reflectance units), ``zscore_cva`` or ``irmad_chi2``.
     magnitude_bands : str
@@ -145,6 +151,7 @@ class DetectParams:
     coreg_max_shift_px: float = 3.0
     normalise: bool = True
     nochange_p: float = 0.9
+    nochange_min_fraction: float = 0.5
     magnitude: str = "cva"
     magnitude_bands: str = "no_nir"
     context: str = "none"
@@ -180,6 +187,8 @@ class DetectParams:
         valid_thr = ("robust", "otsu", "kittler-illingworth", "chi2", "none")
         if self.threshold not in valid_thr:
             raise UsageError(f"threshold {self.threshold!r}: use one of {', '.join(valid_thr)}")
+        if not 0.0 <= self.nochange_min_fraction <= 1.0:
+            raise UsageError(f"nochange_min_fraction must be in [0, 1], got {self.nochange_min_fraction}")
         if not 0.0 <= self.min_clear_fraction <= 1.0:
             raise UsageError(f"min_clear_fraction must be in [0, 1], got {self.min_clear_fraction}")
         if self.min_persistence < 0:
@@ -742,7 +751,9 @@ def detect_stacks(
     with timer("normalise"):
         if params.normalise:
             try:
-                norm = normalise(before_c, after_raw, valid=both, p_min=params.nochange_p)
+                norm = normalise(
+                    before_c, after_raw, valid=both, p_min=params.nochange_p, min_fraction=params.nochange_min_fraction
+                )
             except UsageError as exc:  # e.g. a singular band covariance: compare unnormalised
                 log.warning("radiometric normalisation skipped: %s", exc)
             else:

@@ -214,6 +214,8 @@ def test_params_validation_lists_valid_names():
         DetectParams(bands=("B02", "B03", "B04"), coreg_band="B04", context="phenology")
     with pytest.raises(UsageError, match="context_ndvi"):
         DetectParams(context_ndvi=1.5)
+    with pytest.raises(UsageError, match="nochange_min_fraction"):
+        DetectParams(nochange_min_fraction=-0.1)
     with pytest.raises(UsageError, match="window starts after"):
         detect(_aoi(), None, before=(date(2024, 2, 1), date(2024, 1, 1)), after=(date(2024, 3, 1), date(2024, 4, 1)))
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..aoi import AOI
 from ..errors import UsageError
 from ..grid import Grid
-from .classify import CLASSIFIERS, ClassifyThresholds, classify_region, get_classifier
+from .classify import CLASSIFIERS, ClassifyThresholds, classify_region, get_classifier, water_both_dates
 from .context import RegionContext, feature_context
 from .label import clean_mask, label_regions, region_table
 from .model import CHANGE_CLASSES, CLASS_CODES, CLASS_COLOURS, NO_CHANGE_CODE, NODATA_CODE, ChangeObject
@@ -75,6 +75,12 @@ class ObjectParams:
     max_objects : int
         At most this many objects are kept, the largest first; the rest are dropped with a
         warning in the log (a threshold that flagged noise). Default 5000.
+    drop_water_colour : bool
+        Drop regions that are open water on both dates (:func:`.classify.water_both_dates`:
+        MNDWI > 0 and B11 <= ``thresholds.water_swir_max``): a river or basin whose colour
+        changed (turbidity, glint, algae) is not a change of what covers the ground. Needs the
+        band composites (``before_img``, ``after_img``); without them nothing is dropped.
+        Default False.
     """
 
     min_area_m2: float = 400.0
@@ -86,6 +92,7 @@ class ObjectParams:
     thresholds: ClassifyThresholds = field(default_factory=ClassifyThresholds)
     id_snap_m: float = 100.0
     max_objects: int = 5000
+    drop_water_colour: bool = True
 
     def __post_init__(self):
         checks = {
@@ -229,6 +236,23 @@ def extract_objects(
     table = region_table(
         labels, magnitude, deltas, before_img=before_img, after_img=after_img, bands=bands, pixel_size_m=grid.res
     )
+    if p.drop_water_colour:
+        water = [lab for lab in sorted(table) if water_both_dates(table[lab], p.thresholds)]
+        if water:
+            keep = np.ones(n + 1, bool)
+            keep[water] = False
+            keep[0] = False
+            lut = np.zeros(n + 1, np.int32)
+            lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+            log.info(
+                "%d region(s) (%d pixels) are open water on both dates (only the water colour changed): dropped",
+                len(water), int(np.isin(labels, water).sum()),
+            )
+            labels = lut[labels]
+            table = {int(lut[lab]): {**props, "label": int(lut[lab])} for lab, props in table.items() if keep[lab]}
+            n = int(keep.sum())
+            if n == 0:
+                return [], class_map
     contexts = feature_context(labels, grid, aoi, touch_m=p.touch_m)
     geoms = polygons(labels, grid, simplify_m=p.simplify_m, connectivity=8 if p.connectivity == 2 else 4)
 

@@ -53,6 +53,7 @@ __all__ = [
     "RegionContext",
     "classify_region",
     "classify_rules",
+    "water_both_dates",
     "feature_context",
     "feature_axis_deg",
     "get_classifier",
@@ -103,6 +104,10 @@ class ClassifyThresholds:
         near 1; bright desert sand is about 1.5-2). 1.35.
     water_nir_max : float
         Largest B08 reflectance (0-1) of open water; with MNDWI > 0 a surface looks like water. 0.15.
+    water_swir_max : float
+        Largest B11 reflectance (0-1) of open water for :func:`water_both_dates` (water absorbs
+        at 1.6 um: clear or turbid, B11 stays near 0.01-0.04; shaded streets and dark roofs,
+        which can have MNDWI > 0 and a dark NIR in a winter scene, are brighter). 0.05.
     vegetated_ndvi_min : float
         Smallest NDVI of the vegetated side (after for growth, before for loss). 0.25.
     thin_width_m : float
@@ -127,6 +132,7 @@ class ClassifyThresholds:
     bare_ndvi_max: float = 0.2
     builtup_swir_vis_max: float = 1.35
     water_nir_max: float = 0.15
+    water_swir_max: float = 0.05
     vegetated_ndvi_min: float = 0.25
     thin_width_m: float = 40.0
 
@@ -168,6 +174,26 @@ def _derived(props: Mapping[str, Any], water_nir_max: float = 0.15) -> dict[str,
     if out.get("before_B11") is not None and out.get("after_B11") is not None:
         out["d_swir"] = out["after_B11"] - out["before_B11"]
     return out
+
+
+def water_both_dates(props: Mapping[str, Any], thresholds: ClassifyThresholds | None = None) -> bool:
+    """True when a region is open water on both dates: only the colour of the water changed.
+
+    Open water on a date: MNDWI > 0 and B11 <= ``water_swir_max`` (region means). No NIR test:
+    sediment-laden water reaches B08 0.16 (a measured river reach), above the ``water_nir_max``
+    the classifier uses to tell water from bright roofs; the SWIR test is the stricter one. A
+    river turning turbid, sun glint, algae or waves change the reflectance of water a lot
+    without any change of what covers the ground (measured: a whole river reach, 13 000
+    pixels, flagged on a real L1C pair). False when a band is missing.
+    """
+    t = thresholds or ClassifyThresholds()
+    for w in ("before", "after"):
+        g, s = _get(props, f"{w}_B03"), _get(props, f"{w}_B11")
+        if g is None or s is None or g + s <= 1e-6:
+            return False
+        if not ((g - s) / (g + s) > 0.0 and s <= t.water_swir_max):
+            return False
+    return True
 
 
 _MEASURE_KEYS = (

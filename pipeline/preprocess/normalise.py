@@ -182,6 +182,7 @@ def normalise(
     nochange: np.ndarray | None = None,
     p_min: float = 0.9,
     min_pixels: int = 50,
+    min_fraction: float = 0.0,
 ) -> Normalisation:
     """Fit the map of ``target`` (after) onto ``reference`` (before) on IR-MAD no-change pixels.
 
@@ -195,6 +196,15 @@ def normalise(
         Give to skip IR-MAD.
     p_min : float
         IR-MAD no-change probability above which a pixel is taken as unchanged.
+    min_fraction : float
+        Floor (0-1) on the share of ``valid`` pixels the fit uses: when fewer pass ``p_min``, the
+        ``min_fraction`` of them with the highest no-change probability are taken instead. 0
+        (default) keeps the plain ``p_min`` test (with the ``min_pixels`` fallback). IR-MAD can
+        converge onto a small, spectrally narrow cluster (e.g. water) and call everything else
+        changed; a per-band fit on a few dozen such pixels gives absurd gains (measured on a
+        real L1C pair: 65 pixels, a B02 gain of 37 and negative gains elsewhere). With most of
+        a scene unchanged, the most stable half (0.5) is a safe floor; the fit's own 3-sigma
+        trimming removes the changed pixels that slip in.
 
     Returns
     -------
@@ -207,10 +217,15 @@ def normalise(
     valid = fin if valid is None else (fin & valid)
     res = None
     if nochange is None:
+        if not 0.0 <= min_fraction <= 1.0:
+            raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
         nochange, res = irmad_nochange(reference, target, valid=valid, p_min=p_min)
-        if int(nochange.sum()) < min_pixels:  # fall back to the most stable pixels
+        n_nc, n_valid = int(nochange.sum()), int(valid.sum())
+        if n_nc < min_pixels or n_nc < min_fraction * n_valid:  # fall back to the most stable pixels
             p = np.where(valid, np.asarray(res.p_nochange, dtype=np.float64), -1.0)
-            k = min(int(valid.sum()), max(min_pixels, int(0.1 * valid.sum())))
+            share = 0.1 if n_nc < min_pixels else 0.0
+            k = min(n_valid, max(min_pixels, int(max(share, min_fraction) * n_valid)))
+            log.info("normalisation: %d IR-MAD no-change pixels (p > %.2f) of %d; fitting on the %d most stable", n_nc, p_min, n_valid, k)
             if k > 0:
                 cut = np.partition(p[valid], -k)[-k]
                 nochange = valid & (p >= cut)

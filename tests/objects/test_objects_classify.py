@@ -223,3 +223,24 @@ def test_dark_built_up_patch_is_new_structure_but_shadow_is_not():
     assert (cls, ev["rule"]) == ("new_structure", "new_structure.dark_builtup")
     shade = {k: v * 0.7 for k, v in soil.items()}
     assert classify_region(props(soil, shade, brightness=-0.04))[0] == "other"
+
+
+def test_water_both_dates():
+    """Region means: a river turning turbid (B08 up to 0.16) is water on both dates; a shaded
+    winter street that becomes a sunlit one (MNDWI > 0 on both dates, but B11 0.06 -> 0.15) is
+    not; nor is water filled with land, nor a region without bands."""
+    from pipeline.objects.classify import water_both_dates
+
+    def props(before, after):
+        bands = ("B02", "B03", "B04", "B08", "B11", "B12")
+        return {**{f"before_{b}": v for b, v in zip(bands, before)}, **{f"after_{b}": v for b, v in zip(bands, after)}}
+
+    river = props((0.107, 0.102, 0.084, 0.039, 0.020, 0.016), (0.162, 0.185, 0.218, 0.158, 0.036, 0.027))
+    street = props((0.139, 0.102, 0.084, 0.070, 0.062, 0.052), (0.197, 0.181, 0.156, 0.148, 0.147, 0.140))
+    filled = props((0.06, 0.07, 0.05, 0.03, 0.01, 0.01), (0.20, 0.28, 0.36, 0.40, 0.52, 0.45))
+    assert water_both_dates(river)
+    assert not water_both_dates(street)
+    assert not water_both_dates(filled)
+    assert not water_both_dates({"area_m2": 100.0})
+    # the threshold is the one named
+    assert not water_both_dates(river, ClassifyThresholds(water_swir_max=0.03))

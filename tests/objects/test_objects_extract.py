@@ -295,3 +295,24 @@ def test_real_aoi_file_runway_names():
         ("runway 15L/33R", "runway_repair", "runway_repair.darkening"),
         ("runway 15R/33L", "runway_repair", "runway_repair.brightening"),
     ]
+
+
+def test_water_colour_change_is_dropped(scene, site, grid):
+    """Planted: a 150 m disc of water that turned turbid (MNDWI stays > 0, B08 <= 0.15, B11 <=
+    0.05 on both dates; brightness +0.12) and, apart, a 150 m disc flooded (sand -> water).
+    With ``drop_water_colour`` only the flood is an object and the turbid disc is no change in
+    the class map; without it both are objects."""
+    clear_water = (0.06, 0.07, 0.05, 0.03, 0.01, 0.01)
+    turbid_water = (0.16, 0.18, 0.21, 0.13, 0.035, 0.03)  # measured on a river reach, OSCD bordeaux
+    turbid = burn(Point(CX + 900, CY + 400).buffer(75), grid)
+    flood = burn(Point(CX - 900, CY - 400).buffer(75), grid)
+    scene.plant(turbid, brightness=0.12, mndwi=0.0, ndvi=0.1, before=clear_water, after=turbid_water)
+    scene.plant(flood, mndwi=0.6, brightness=-0.2, ndvi=-0.1, before=Scene.SAND, after=clear_water)
+    objects, class_map = scene.extract(site, params=ObjectParams(drop_water_colour=True))
+    obj = _only(objects, "water")
+    assert obj.evidence["rule"] == "water.appeared"
+    assert (class_map[turbid] == 0).all()
+    assert (class_map[flood] == CLASS_CODES["water"]).mean() > 0.9
+    objects, class_map = scene.extract(site, params=ObjectParams(drop_water_colour=False))
+    assert len(objects) == 2
+    assert (class_map[turbid] > 0).mean() > 0.9

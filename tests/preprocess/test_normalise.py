@@ -83,3 +83,19 @@ def test_apply_normalisation_equals_numpy_per_band(shape):
     want = x * norm.gain.astype(np.float32).reshape(-1, 1, 1) + norm.offset.astype(np.float32).reshape(-1, 1, 1)
     np.testing.assert_array_equal(got, want)
     assert got.dtype == np.float32 and np.isnan(got[..., 3, 4]).all()
+
+
+def test_min_fraction_floors_the_nochange_set():
+    """Planted pair: IR-MAD's p > 0.9 passes only a few dozen of the 4096 pixels here; with
+    ``min_fraction=0.5`` the fit uses the most stable half (still without the changed square,
+    removed by the probability ranking and the fit's trimming) and recovers the planted map."""
+    before, after, gain, offset = _pair()
+    plain = normalise(before, after, p_min=0.9)
+    floored = normalise(before, after, p_min=0.9, min_fraction=0.5)
+    assert plain.n_nochange < 0.1 * 64 * 64
+    assert floored.n_nochange >= 0.45 * 64 * 64
+    assert floored.nochange[20:36, 20:36].mean() < 0.05
+    np.testing.assert_allclose(floored.gain, gain, atol=0.03)
+    np.testing.assert_allclose(floored.offset, offset, atol=0.01)
+    with pytest.raises(ValueError, match="min_fraction"):
+        normalise(before, after, min_fraction=1.5)
