@@ -99,5 +99,5 @@ def test_cli_tiles_on_request_and_writes_every_output(tmp_path, capsys):
     assert len(gj["features"]) >= 3
     html = (out / "report.html").read_text()
     assert html.count('class="card"') == len(gj["features"])
-    assert main(["detect", AOI, "--before", "2024-03", "--after", "2025-05", "--out", str(out), "--tile-px", "0", "--executor", "dask"]) == 2
+    assert main(["detect", AOI, "--before", "2024-03-01", "--after", "2025-05-01", "--out", str(out), "--tile-px", "0", "--executor", "dask"]) == 2
     assert "--tile-px 0" in capsys.readouterr().err

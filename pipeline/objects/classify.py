@@ -14,7 +14,9 @@ hold wins:
 2. ``water``: MNDWI change dominant, with water present before or after. Water replaced by
    land is classed by what replaced it: a built-up, compact surface is a ``new_structure``
    (quay, pier), anything else ``earthworks`` (land reclamation).
-3. ``vegetation``: NDVI change dominant.
+3. ``vegetation``: NDVI change dominant, the vegetated side vegetated; vegetation cleared down to
+   bare soil (after NDVI bare, BSI or SWIR up) is not a vegetation change but ground work and is
+   classed by the rules below (``earthworks``, variant ``cleared``, unless a structure is built).
 4. ``new_structure``: brightening, compact and roughly rectangular, with a built-up signature
    (SWIR falling relative to the visible bands, DBI up or BSI down: sand has the opposite
    signature) on ground that was bare; or darkening with at least two built-up signs and a
@@ -386,7 +388,19 @@ def classify_rules(
     # tell: bare sand has an NDVI of 0.1-0.15 that a new roof or tarmac takes to 0
     green_side = der.get("after_ndvi" if (dN or 0.0) > 0 else "before_ndvi")
     vegetated = green_side is None or green_side >= t.vegetated_ndvi_min
-    if dN is not None and absN >= t.ndvi_min and absN >= absS and vegetated:
+    # vegetation cleared down to bare soil (after NDVI bare, BSI or SWIR up) is ground work, not a
+    # vegetation change: it falls through to earthworks (or a structure, when one is built)
+    after_ndvi, was_green = der.get("after_ndvi"), der.get("before_ndvi")
+    cleared = (
+        dN is not None
+        and dN <= -t.ndvi_min
+        and was_green is not None
+        and was_green >= t.vegetated_ndvi_min
+        and after_ndvi is not None
+        and after_ndvi <= t.bare_ndvi_max
+        and ((dS is not None and dS >= t.bsi_min) or (d_swir is not None and d_swir >= t.swir_rise_min))
+    )
+    if dN is not None and absN >= t.ndvi_min and absN >= absS and vegetated and not cleared:
         conf = 0.5 + 0.4 * _ramp(absN, t.ndvi_min, 3 * t.ndvi_min) + 0.1 * (absN >= 2 * absS)
         variant = "growth" if dN > 0 else "loss"
         return done("vegetation", variant, conf, f"NDVI {'rose' if dN > 0 else 'fell'} by {absN:.2f}, the dominant index change")
@@ -466,7 +480,9 @@ def classify_rules(
             why.append(f"SWIR rose by {d_swir:.3f} reflectance with a brightness change")
         if irregular:
             why.append("irregular shape")
-        return done("earthworks", "bare_soil", conf, "bare soil exposed: " + ", ".join(why))
+        if cleared:
+            why.append(f"vegetation cleared (NDVI fell by {absN:.2f} to {after_ndvi:.2f})")
+        return done("earthworks", "cleared" if cleared else "bare_soil", conf, "bare soil exposed: " + ", ".join(why))
 
     # 7. surface change on paved areas ---------------------------------------------------------
     if on_paved and (absB >= t.brightness_min or absS >= t.bsi_min or (dD is not None and abs(dD) >= t.dbi_min)):

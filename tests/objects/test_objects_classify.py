@@ -244,3 +244,14 @@ def test_water_both_dates():
     assert not water_both_dates({"area_m2": 100.0})
     # the threshold is the one named
     assert not water_both_dates(river, ClassifyThresholds(water_swir_max=0.03))
+
+
+def test_vegetation_cleared_to_bare_soil_is_earthworks_not_vegetation():
+    """A field (NDVI 0.74) scraped to sand (NDVI 0.05) with BSI up is ground work; a field that
+    only thins (NDVI 0.74 -> 0.45) stays a vegetation change, and so does growth."""
+    field = {**SAND, "B04": 0.06, "B08": 0.40}
+    cls, _, ev = classify_region(props(field, SAND, ndvi=-0.69, bsi=0.12, brightness=0.15, rectangularity=0.5, solidity=0.6))
+    assert cls == "earthworks" and ev["rule"] == "earthworks.cleared", ev
+    thinner = {**SAND, "B04": 0.12, "B08": 0.32}
+    assert classify_region(props(field, thinner, ndvi=-0.29, bsi=0.12))[2]["rule"] == "vegetation.loss"
+    assert classify_region(props(SAND, field, ndvi=0.69, bsi=-0.12))[2]["rule"] == "vegetation.growth"
