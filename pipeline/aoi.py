@@ -360,7 +360,7 @@ def _parse(path: Path, *, max_area_km2: float) -> tuple[AOI | None, list[str]]:
             if area > max_area_km2:
                 problems.append(
                     f"{label}: area {area:,.0f} km^2 exceeds the maximum of {max_area_km2:,.0f} km^2; "
-                    "draw a tighter polygon or raise max_aoi_area_km2"
+                    "draw a tighter polygon or raise the limit (--max-area-km2)"
                 )
 
     features: list[AOIFeature] = []

@@ -757,7 +757,14 @@ def detect_stacks(
             except UsageError as exc:  # e.g. a singular band covariance: compare unnormalised
                 log.warning("radiometric normalisation skipped: %s", exc)
             else:
-                irmad_res = norm.irmad
+                needs_chi2 = params.threshold == "chi2" or params.magnitude == "irmad_chi2"
+                if norm.irmad is not None and needs_chi2:  # the fit's IR-MAD judged a subsample
+                    import dataclasses
+
+                    from .kernels.irmad import irmad_transform
+
+                    chi2, p_nc = irmad_transform(before_c, after_raw, norm.irmad)
+                    irmad_res = dataclasses.replace(norm.irmad, chi2=chi2, p_nochange=p_nc)
         after_c = apply_normalisation(after_raw, norm) if norm is not None else after_raw
 
     with timer("kernels"):

@@ -41,6 +41,13 @@ def register(sub) -> None:
         "tiles of 2048 px when the AOI grid exceeds 40 Mpx or with --executor dask, else one pass; 0 = never tile",
     )
     p.add_argument("--halo-px", type=int, default=None, metavar="N", help="halo read around each tile, px (default 128)")
+    p.add_argument(
+        "--max-area-km2",
+        type=float,
+        default=None,
+        help="largest AOI accepted, km^2 (default 2500, a guard against a mistyped polygon; a whole "
+        "Sentinel-2 tile is about 12 100 km^2 and runs in tiles)",
+    )
     p.add_argument("--executor", choices=("serial", "dask"), default="serial", help="where the tiles run")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="dask scheduler (default: a local cluster)")
     add_source_options(p)
@@ -55,7 +62,9 @@ def run(args) -> int:
     after = parse_when(args.after, what="--after")
     if before[0] > after[0]:
         raise UsageError(f"--before {args.before} starts after --after {args.after}; swap them")
-    aoi = load_aoi(args.aoi)
+    from ..aoi import DEFAULT_MAX_AREA_KM2
+
+    aoi = load_aoi(args.aoi, max_area_km2=args.max_area_km2 or DEFAULT_MAX_AREA_KM2)
     source_name = args.source or "simulated"
     source = get_source(source_name, **source_options(args))
     if args.dry_run:

@@ -23,6 +23,8 @@ IRMAD_SAMPLE = 200_000
 """IR-MAD statistics use at most this many random pixels (the transform covers every pixel)."""
 FIT_SAMPLE = 500_000
 """No-change pixels the orthogonal regression is fitted on at most (an even subsample)."""
+NOCHANGE_SAMPLE = 2_000_000
+"""Valid pixels IR-MAD judges for the no-change set at most (an even subsample)."""
 
 __all__ = ["Normalisation", "tls_fit", "fit_normalisation", "irmad_nochange", "normalise", "apply_normalisation"]
 
@@ -42,7 +44,10 @@ class Normalisation:
         Standard deviation of ``reference - (gain * target + offset)`` over the no-change pixels,
         reflectance units.
     irmad : object or None
-        The IR-MAD result when IR-MAD selected the pixels.
+        The IR-MAD result when IR-MAD selected the pixels: its transform (``rho``, ``a``, ``b``,
+        means, ``sigma``) holds for the whole image, its ``chi2`` and ``p_nochange`` cover only
+        the subsample judged, shape (1, N) (apply :func:`pipeline.kernels.irmad.irmad_transform`
+        for every pixel).
     """
 
     gain: np.ndarray
@@ -219,16 +224,27 @@ def normalise(
     if nochange is None:
         if not 0.0 <= min_fraction <= 1.0:
             raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
-        nochange, res = irmad_nochange(reference, target, valid=valid, p_min=p_min)
-        n_nc, n_valid = int(nochange.sum()), int(valid.sum())
+        # IR-MAD judges an even subsample of the valid pixels (statistics on IRMAD_SAMPLE of
+        # them, no-change probabilities for all of them): the fit needs no more
+        B = reference.shape[0]
+        idx = np.flatnonzero(valid)
+        if idx.size > NOCHANGE_SAMPLE:
+            idx = idx[:: -(-idx.size // NOCHANGE_SAMPLE)]
+        rs = reference.reshape(B, -1)[:, idx][:, None, :]
+        ts = target.reshape(B, -1)[:, idx][:, None, :]
+        nc_s, res = irmad_nochange(rs, ts, valid=np.ones((1, idx.size), bool), p_min=p_min)
+        nc_s = nc_s[0]
+        n_nc, n_valid = int(nc_s.sum()), idx.size
         if n_nc < min_pixels or n_nc < min_fraction * n_valid:  # fall back to the most stable pixels
-            p = np.where(valid, np.asarray(res.p_nochange, dtype=np.float64), -1.0)
+            p = np.nan_to_num(np.asarray(res.p_nochange[0], dtype=np.float64), nan=-1.0)
             share = 0.1 if n_nc < min_pixels else 0.0
             k = min(n_valid, max(min_pixels, int(max(share, min_fraction) * n_valid)))
             log.info("normalisation: %d IR-MAD no-change pixels (p > %.2f) of %d; fitting on the %d most stable", n_nc, p_min, n_valid, k)
             if k > 0:
-                cut = np.partition(p[valid], -k)[-k]
-                nochange = valid & (p >= cut)
+                cut = np.partition(p, -k)[-k]
+                nc_s = p >= cut
+        nochange = np.zeros(valid.shape, dtype=bool)
+        nochange.reshape(-1)[idx[nc_s]] = True
     norm = fit_normalisation(reference, target, nochange & valid, min_pixels=min_pixels)
     if res is not None:
         norm = Normalisation(norm.gain, norm.offset, norm.nochange, norm.n_nochange, norm.residual_sd, res)
