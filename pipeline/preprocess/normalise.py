@@ -25,6 +25,7 @@ FIT_SAMPLE = 500_000
 """No-change pixels the orthogonal regression is fitted on at most (an even subsample)."""
 NOCHANGE_SAMPLE = 2_000_000
 """Valid pixels IR-MAD judges for the no-change set at most (an even subsample)."""
+_ROW = 4096  # the judged subsample is laid out in rows of this many pixels
 
 __all__ = ["Normalisation", "tls_fit", "fit_normalisation", "irmad_nochange", "normalise", "apply_normalisation"]
 
@@ -46,7 +47,7 @@ class Normalisation:
     irmad : object or None
         The IR-MAD result when IR-MAD selected the pixels: its transform (``rho``, ``a``, ``b``,
         means, ``sigma``) holds for the whole image, its ``chi2`` and ``p_nochange`` cover only
-        the subsample judged, shape (1, N) (apply :func:`pipeline.kernels.irmad.irmad_transform`
+        the subsample judged, laid out in rows (apply :func:`pipeline.kernels.irmad.irmad_transform`
         for every pixel).
     """
 
@@ -123,15 +124,20 @@ def fit_normalisation(
     target = np.asarray(target, dtype=np.float32)
     if reference.shape != target.shape or reference.ndim != 3:
         raise ValueError(f"reference and target must be (B, H, W) of one shape, got {reference.shape}, {target.shape}")
-    m = np.asarray(nochange, dtype=bool) & np.isfinite(reference).all(axis=0) & np.isfinite(target).all(axis=0)
-    n = int(m.sum())
+    B = reference.shape[0]
+    m = np.asarray(nochange, dtype=bool)
+    if m.shape != reference.shape[1:]:
+        raise ValueError(f"nochange must be {reference.shape[1:]}, got {m.shape}")
+    idx = np.flatnonzero(m)
+    # data in both composites, tested on the candidates only (not on every pixel of the image)
+    ok = np.isfinite(reference.reshape(B, -1)[:, idx]).all(axis=0) & np.isfinite(target.reshape(B, -1)[:, idx]).all(axis=0)
+    idx = idx[ok]
+    n = idx.size
     if n < min_pixels:
         raise DataError(
             f"radiometric normalisation: only {n} no-change pixels with data in both composites "
             f"(need {min_pixels}); the windows overlap too little or changed everywhere"
         )
-    B = reference.shape[0]
-    idx = np.flatnonzero(m)
     if idx.size > FIT_SAMPLE:  # an even subsample: the fit of 6 gains and offsets needs no more
         idx = idx[:: -(-idx.size // FIT_SAMPLE)]
     n = idx.size
@@ -218,8 +224,9 @@ def normalise(
     """
     reference = np.asarray(reference, dtype=np.float32)
     target = np.asarray(target, dtype=np.float32)
-    fin = np.isfinite(reference).all(axis=0) & np.isfinite(target).all(axis=0)
-    valid = fin if valid is None else (fin & valid)
+    # pixels without data in both are dropped where they are used (the judged subsample, the
+    # fit's candidates): testing every pixel of both composites here would cost two image passes
+    valid = np.ones(reference.shape[1:], bool) if valid is None else np.asarray(valid, dtype=bool)
     res = None
     if nochange is None:
         if not 0.0 <= min_fraction <= 1.0:
@@ -230,13 +237,20 @@ def normalise(
         idx = np.flatnonzero(valid)
         if idx.size > NOCHANGE_SAMPLE:
             idx = idx[:: -(-idx.size // NOCHANGE_SAMPLE)]
-        rs = reference.reshape(B, -1)[:, idx][:, None, :]
-        ts = target.reshape(B, -1)[:, idx][:, None, :]
-        nc_s, res = irmad_nochange(rs, ts, valid=np.ones((1, idx.size), bool), p_min=p_min)
-        nc_s = nc_s[0]
+        rs = reference.reshape(B, -1)[:, idx]
+        ts = target.reshape(B, -1)[:, idx]
+        keep = np.flatnonzero(np.isfinite(rs).all(axis=0) & np.isfinite(ts).all(axis=0))
+        shape = (B, 1, -1)
+        if keep.size >= 2 * _ROW:  # whole rows of _ROW pixels: the kernels run in parallel over rows
+            keep = keep[: (keep.size // _ROW) * _ROW]
+            shape = (B, -1, _ROW)
+        idx = idx[keep]
+        rs, ts = rs[:, keep].reshape(shape), ts[:, keep].reshape(shape)
+        nc_s, res = irmad_nochange(rs, ts, valid=np.ones(rs.shape[1:], bool), p_min=p_min)
+        nc_s = nc_s.reshape(-1)
         n_nc, n_valid = int(nc_s.sum()), idx.size
         if n_nc < min_pixels or n_nc < min_fraction * n_valid:  # fall back to the most stable pixels
-            p = np.nan_to_num(np.asarray(res.p_nochange[0], dtype=np.float64), nan=-1.0)
+            p = np.nan_to_num(np.asarray(res.p_nochange, dtype=np.float64).reshape(-1), nan=-1.0)
             share = 0.1 if n_nc < min_pixels else 0.0
             k = min(n_valid, max(min_pixels, int(max(share, min_fraction) * n_valid)))
             log.info("normalisation: %d IR-MAD no-change pixels (p > %.2f) of %d; fitting on the %d most stable", n_nc, p_min, n_valid, k)
