@@ -101,3 +101,20 @@ def test_cli_tiles_on_request_and_writes_every_output(tmp_path, capsys):
     assert html.count('class="card"') == len(gj["features"])
     assert main(["detect", AOI, "--before", "2024-03-01", "--after", "2025-05-01", "--out", str(out), "--tile-px", "0", "--executor", "dask"]) == 2
     assert "--tile-px 0" in capsys.readouterr().err
+
+
+def test_an_aoi_above_the_area_guard_needs_max_area(tmp_path, capsys):
+    """A 60 x 60 km square (3 600 km^2) is refused with the flag to pass; with it, it is accepted
+    (dry run: searched, not read)."""
+    big = tmp_path / "big.geojson"
+    lon0, lat0, d = 20.0, 30.0, 0.6
+    ring = [[lon0, lat0], [lon0 + d / np.cos(np.radians(lat0 + d / 2)) * 1.04, lat0], [lon0 + d / np.cos(np.radians(lat0 + d / 2)) * 1.04, lat0 + d],
+            [lon0, lat0 + d], [lon0, lat0]]
+    big.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"role": "aoi", "id": "big"}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    args = ["detect", str(big), "--source", "simulated", "--before", "2024-03-01/2024-03-10", "--after", "2025-05-01/2025-05-10",
+            "--out", str(tmp_path / "o"), "--dry-run"]
+    assert main(args) == 2
+    assert "--max-area-km2" in capsys.readouterr().err
+    assert main([*args, "--max-area-km2", "5000"]) == 0
+    assert "big:" in capsys.readouterr().out

@@ -40,13 +40,13 @@ def register(sub) -> None:
         help="detect tile by tile, cores of N x N px with a halo (bounded memory; see pipeline.tiled). Default: "
         "tiles of 2048 px when the AOI grid exceeds 40 Mpx or with --executor dask, else one pass; 0 = never tile",
     )
-    p.add_argument("--halo-px", type=int, default=None, metavar="N", help="halo read around each tile, px (default 128)")
+    p.add_argument("--halo-px", type=int, default=128, metavar="N", help="halo read around each tile, px")
     p.add_argument(
         "--max-area-km2",
         type=float,
-        default=None,
-        help="largest AOI accepted, km^2 (default 2500, a guard against a mistyped polygon; a whole "
-        "Sentinel-2 tile is about 12 100 km^2 and runs in tiles)",
+        default=2500.0,
+        help="largest AOI accepted, km^2 (a guard against a mistyped polygon; a whole Sentinel-2 tile is "
+        "about 12 100 km^2 and runs in tiles)",
     )
     p.add_argument("--executor", choices=("serial", "dask"), default="serial", help="where the tiles run")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="dask scheduler (default: a local cluster)")
@@ -62,9 +62,7 @@ def run(args) -> int:
     after = parse_when(args.after, what="--after")
     if before[0] > after[0]:
         raise UsageError(f"--before {args.before} starts after --after {args.after}; swap them")
-    from ..aoi import DEFAULT_MAX_AREA_KM2
-
-    aoi = load_aoi(args.aoi, max_area_km2=args.max_area_km2 or DEFAULT_MAX_AREA_KM2)
+    aoi = load_aoi(args.aoi, max_area_km2=args.max_area_km2)
     source_name = args.source or "simulated"
     source = get_source(source_name, **source_options(args))
     if args.dry_run:
@@ -84,7 +82,7 @@ def run(args) -> int:
     else:
         from ..runs.executor import get_executor
 
-        halo = tiled.HALO_PX if args.halo_px is None else args.halo_px
+        halo = args.halo_px
         with get_executor(args.executor, scheduler=args.scheduler) as ex:
             result = tiled.detect_tiled(aoi, source, before=before, after=after, params=params, tile_px=tile_px, halo_px=halo, executor=ex)
         paths = write_outputs(result, Path(args.out), rgb=args.rgb)
