@@ -765,7 +765,11 @@ def detect_stacks(
 
                     chi2, p_nc = irmad_transform(before_c, after_raw, norm.irmad)
                     irmad_res = dataclasses.replace(norm.irmad, chi2=chi2, p_nochange=p_nc)
-        after_c = apply_normalisation(after_raw, norm) if norm is not None else after_raw
+        if norm is None:
+            after_c = after_raw
+        else:  # in place when no context cue needs the unnormalised after composite again
+            inplace = params.context == "none" and after_raw.flags.c_contiguous
+            after_c = apply_normalisation(after_raw, norm, out=after_raw if inplace else None)
 
     with timer("kernels"):
         from .kernels.metrics import cva, index_deltas

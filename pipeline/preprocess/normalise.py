@@ -266,8 +266,10 @@ def normalise(
     return norm
 
 
-def apply_normalisation(target: np.ndarray, norm: Normalisation) -> np.ndarray:
-    """``gain * target + offset`` per band: (B, H, W) or (T, B, H, W) float32 (NaN stays NaN)."""
+def apply_normalisation(target: np.ndarray, norm: Normalisation, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``gain * target + offset`` per band: (B, H, W) or (T, B, H, W) float32 (NaN stays NaN).
+
+    ``out`` (same shape, float32, C-contiguous; may be ``target`` itself) receives the result."""
     from ..kernels import _numba as K
 
     target = np.ascontiguousarray(target, dtype=np.float32)
@@ -275,6 +277,9 @@ def apply_normalisation(target: np.ndarray, norm: Normalisation) -> np.ndarray:
         raise ValueError(f"target must be (B, H, W) or (T, B, H, W) with B = {len(norm.gain)}, got {target.shape}")
     B = target.shape[-3]
     x = target.reshape(-1, B, target.shape[-2] * target.shape[-1])
-    out = np.empty_like(target)
+    if out is None:
+        out = np.empty_like(target)
+    elif out.shape != target.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {target.shape}")
     K.affine_bands(x, norm.gain.astype(np.float32), norm.offset.astype(np.float32), out.reshape(x.shape))
     return out

@@ -83,6 +83,9 @@ def test_apply_normalisation_equals_numpy_per_band(shape):
     want = x * norm.gain.astype(np.float32).reshape(-1, 1, 1) + norm.offset.astype(np.float32).reshape(-1, 1, 1)
     np.testing.assert_array_equal(got, want)
     assert got.dtype == np.float32 and np.isnan(got[..., 3, 4]).all()
+    same = apply_normalisation(x, norm, out=x)  # in place
+    assert same is x
+    np.testing.assert_array_equal(x, want)
 
 
 def test_min_fraction_floors_the_nochange_set():
