@@ -159,25 +159,39 @@ def index(img, off, scale, zero_nd, code, p0, p1, p2, p3, out):
 
 @njit(**FLAGS)
 def index_deltas(before, after, ob, oa, sb, sa, zb, za, codes, pos, out):
+    """out[k] = index ``codes[k]`` of ``after`` minus that of ``before``. Rows are decoded once per
+    date into buffers allocated once per chunk of rows; each delta is written in one pass."""
     B, H, W = before.shape
     K = codes.shape[0]
     need = np.zeros(B, np.bool_)
     for k in range(K):
         for q in range(4):
             need[pos[k, q]] = True
-    for i in prange(H):
+    nchunk = min(H, 64)
+    third = np.float32(1.0 / 3.0)
+    for c in prange(nchunk):
         RB = np.empty((B, W), np.float32)
         RA = np.empty((B, W), np.float32)
-        _decode_rows(before, i, need, ob, sb, zb, RB)
-        _decode_rows(after, i, need, oa, sa, za, RA)
-        tb = np.empty(W, np.float32)
-        for k in range(K):
-            code = codes[k]
-            o = out[k, i]
-            _index_row(code, RA, pos[k, 0], pos[k, 1], pos[k, 2], pos[k, 3], o)
-            _index_row(code, RB, pos[k, 0], pos[k, 1], pos[k, 2], pos[k, 3], tb)
-            for j in range(W):
-                o[j] -= tb[j]
+        for i in range(c * H // nchunk, (c + 1) * H // nchunk):
+            _decode_rows(before, i, need, ob, sb, zb, RB)
+            _decode_rows(after, i, need, oa, sa, za, RA)
+            for k in range(K):
+                code = codes[k]
+                o = out[k, i]
+                a0, a1, a2, a3 = RA[pos[k, 0]], RA[pos[k, 1]], RA[pos[k, 2]], RA[pos[k, 3]]
+                b0, b1, b2, b3 = RB[pos[k, 0]], RB[pos[k, 1]], RB[pos[k, 2]], RB[pos[k, 3]]
+                if code == 2:  # bsi: B11, B04, B08, B02
+                    for j in range(W):
+                        o[j] = _nd(a0[j] + a1[j], a2[j] + a3[j]) - _nd(b0[j] + b1[j], b2[j] + b3[j])
+                elif code == 3:  # dbi: B02, B12, B08, B04
+                    for j in range(W):
+                        o[j] = (_nd(a0[j], a1[j]) - _nd(a2[j], a3[j])) - (_nd(b0[j], b1[j]) - _nd(b2[j], b3[j]))
+                elif code == 5:  # brightness: B02, B03, B04
+                    for j in range(W):
+                        o[j] = (a0[j] + a1[j] + a2[j]) * third - (b0[j] + b1[j] + b2[j]) * third
+                else:  # ndvi (B08, B04), ndbi (B11, B08), mndwi (B03, B11)
+                    for j in range(W):
+                        o[j] = _nd(a0[j], a1[j]) - _nd(b0[j], b1[j])
 
 
 # --------------------------------------------------------------------------------------------
