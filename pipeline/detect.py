@@ -209,28 +209,33 @@ class DetectParams:
 # magnitudes
 
 
-def _mag_cva(before, after, bands, inside, irmad_res):
+def _subset(img: np.ndarray, sel: list[int]) -> np.ndarray:
+    return img if len(sel) == img.shape[0] else img[sel]
+
+
+def _mag_cva(before, after, sel, inside, irmad_res):
     from .kernels.metrics import cva
 
-    return cva(before, after)
+    return cva(before, after, bands=sel)  # the kernel reads the selected bands in place
 
 
-def _mag_zscore(before, after, bands, inside, irmad_res):
+def _mag_zscore(before, after, sel, inside, irmad_res):
     from .kernels.metrics import zscore_cva
 
-    return zscore_cva(before, after, mask=inside)
+    return zscore_cva(_subset(before, sel), _subset(after, sel), mask=inside)
 
 
-def _mag_chi2(before, after, bands, inside, irmad_res):
-    if irmad_res is None:
+def _mag_chi2(before, after, sel, inside, irmad_res):
+    if irmad_res is None or len(sel) != before.shape[0]:  # ``irmad_res`` is of all the bands
         from .kernels.irmad import irmad
 
-        irmad_res = irmad(before, after, mask=inside)
-    return np.asarray(irmad_res.chi2, dtype=np.float32)
+        irmad_res = irmad(_subset(before, sel), _subset(after, sel), mask=inside)
+    return np.array(irmad_res.chi2, dtype=np.float32)  # a copy: the caller writes into it
 
 
 MAGNITUDES: dict[str, Callable] = {"cva": _mag_cva, "zscore_cva": _mag_zscore, "irmad_chi2": _mag_chi2}
-"""Named change magnitudes: ``(before, after, bands, inside, irmad_result) -> (H, W) float32``."""
+"""Named change magnitudes: ``(before, after, sel, inside, irmad_result) -> (H, W) float32`` over the
+bands ``sel`` (indices into axis 0), a new array; ``irmad_result`` is IR-MAD of all the bands, or None."""
 
 MAGNITUDE_BANDS: dict[str, tuple[str, ...] | None] = {
     "all": None,
@@ -545,20 +550,26 @@ class Reference:
     """
 
     stack: SceneStack
-    grid: Grid
     params: DetectParams
     inside: np.ndarray
     window: _Window
     composite: Composite
     coreg: tuple[int, np.ndarray, str] | None
-    timings: dict
 
     @property
     def coreg_id(self) -> str | None:
         return self.coreg[2] if self.coreg is not None else None
 
 
-def _prepare_reference(aoi: AOI, stack: SceneStack, params: DetectParams, window, timer: _Timer, inside: np.ndarray) -> Reference:
+def _inside(aoi: AOI, grid: Grid) -> np.ndarray:
+    """:func:`aoi_mask`, refusing a grid the AOI covers no pixel centre of."""
+    inside = aoi_mask(aoi, grid)
+    if not inside.any():
+        raise UsageError(f"AOI {aoi.id} covers no pixel centre of the grid {grid.shape}; check the AOI and the grid")
+    return inside
+
+
+def _prepare_reference(stack: SceneStack, params: DetectParams, window, timer: _Timer, inside: np.ndarray) -> Reference:
     if len(stack) == 0:
         raise _no_data("before", window, None, 0)
     bw = _prepare("before", stack, params, inside, timer)
@@ -574,7 +585,7 @@ def _prepare_reference(aoi: AOI, stack: SceneStack, params: DetectParams, window
     with timer("composite"):
         # a single-date window's composite is that date, in place (its reflectance is not used again)
         bc = median_composite(_used_refl(bw), overwrite=True)
-    return Reference(stack, stack.grid, params, inside, bw, bc, coreg, dict(timer.t))
+    return Reference(stack, params, inside, bw, bc, coreg)
 
 
 def prepare_reference(aoi: AOI, before_stack: SceneStack, *, params: DetectParams | None = None) -> Reference:
@@ -598,12 +609,8 @@ def prepare_reference(aoi: AOI, before_stack: SceneStack, *, params: DetectParam
         No usable before acquisition.
     """
     params = params or DetectParams()
-    grid = before_stack.grid
-    inside = aoi_mask(aoi, grid)
-    if not inside.any():
-        raise UsageError(f"AOI {aoi.id} covers no pixel centre of the grid {grid.shape}; check the AOI and the grid")
     window = (before_stack.dates[0], before_stack.dates[-1]) if len(before_stack) else (date.min, date.min)
-    return _prepare_reference(aoi, before_stack, params, window, _Timer(), inside)
+    return _prepare_reference(before_stack, params, window, _Timer(), _inside(aoi, before_stack.grid))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -713,14 +720,12 @@ def detect_stacks(
         )
     wins = dict(zip(("before", "after"), windows))
     if reference is not None:
-        if reference.stack is not before_stack or reference.params != params or reference.grid != grid:
-            raise UsageError("reference was prepared for another before stack, grid or parameters; prepare it again")
+        if reference.stack is not before_stack or reference.params != params:
+            raise UsageError("reference was prepared for another before stack or other parameters; prepare it again")
         inside = reference.inside
     else:
-        inside = aoi_mask(aoi, grid)
-        if not inside.any():
-            raise UsageError(f"AOI {aoi.id} covers no pixel centre of the grid {grid.shape}; check the AOI and the grid")
-        reference = _prepare_reference(aoi, before_stack, params, wins["before"], timer, inside)
+        inside = _inside(aoi, grid)
+        reference = _prepare_reference(before_stack, params, wins["before"], timer, inside)
     bw, bc, ref_id = reference.window, reference.composite, reference.coreg_id
     if len(after_stack) == 0:
         raise _no_data("after", wins["after"], None, 0)
@@ -757,7 +762,8 @@ def detect_stacks(
             except UsageError as exc:  # e.g. a singular band covariance: compare unnormalised
                 log.warning("radiometric normalisation skipped: %s", exc)
             else:
-                needs_chi2 = params.threshold == "chi2" or params.magnitude == "irmad_chi2"
+                all_bands = len(_magnitude_band_index(params.bands, params.magnitude_bands)) == len(params.bands)
+                needs_chi2 = params.threshold == "chi2" or (params.magnitude == "irmad_chi2" and all_bands)
                 if norm.irmad is not None and needs_chi2:  # the fit's IR-MAD judged a subsample
                     import dataclasses
 
@@ -776,16 +782,8 @@ def detect_stacks(
 
         cva_map = cva(before_c, after_c)
         mb = _magnitude_band_index(params.bands, params.magnitude_bands)
-        if params.magnitude == "cva":  # the kernel reads the magnitude bands in place: no copies
-            magnitude = cva(before_c, after_c, bands=mb)
-            np.copyto(magnitude, np.float32(np.nan), where=~both)
-        else:
-            if len(mb) == len(params.bands):
-                mag_in = (before_c, after_c, params.bands, both, irmad_res)
-            else:  # IR-MAD of the subset is refitted by _mag_chi2 (irmad_res covers all bands)
-                mag_in = (before_c[mb], after_c[mb], tuple(params.bands[i] for i in mb), both, None)
-            magnitude = np.asarray(MAGNITUDES[params.magnitude](*mag_in), np.float32)
-            magnitude = np.where(both, magnitude, np.nan).astype(np.float32)
+        magnitude = np.asarray(MAGNITUDES[params.magnitude](before_c, after_c, mb, both, irmad_res), np.float32)
+        np.copyto(magnitude, np.float32(np.nan), where=~both)
         if params.smooth_px > 0:
             from scipy import ndimage
 
@@ -798,7 +796,7 @@ def detect_stacks(
         # the statistic tested: the magnitude, or IR-MAD's chi-square for the chi2 test
         stat = magnitude
         if params.threshold == "chi2" and params.magnitude != "irmad_chi2":
-            stat = np.where(both, _mag_chi2(before_c, after_c, params.bands, both, irmad_res), np.nan)
+            stat = np.where(both, _mag_chi2(before_c, after_c, list(range(len(params.bands))), both, irmad_res), np.nan)
         vals = stat[both & np.isfinite(stat)]
         dof = len(mb) if params.magnitude == "irmad_chi2" else len(params.bands)
         thr = (

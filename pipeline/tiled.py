@@ -42,6 +42,7 @@ from .aoi import AOI
 from .errors import NoDataError, UsageError
 from .grid import Grid
 from .objects.model import NODATA_CODE
+from .outputs.cog import RGB_SCALE, reflectance_dn
 from .result import DetectionResult
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ AUTO_TILE_MPX = 40.0
 """``s2watch detect`` tiles a grid of more megapixels than this unless told otherwise (about
 6300 x 6300 px; a whole 10980 x 10980 px Sentinel-2 tile is 121 Mpx)."""
 
-_DN = np.float32(1e-4)
+_DN = np.float32(1.0 / RGB_SCALE)  # stored as the RGB COGs store reflectance
 
 
 @dataclass(frozen=True)
@@ -97,14 +98,6 @@ def plan_tiles(shape: tuple[int, int], tile_px: int = TILE_PX, halo_px: int = HA
 def _sub_grid(grid: Grid, rect: tuple[int, int, int, int]) -> Grid:
     r0, r1, c0, c1 = rect
     return grid.window(r0, c0, r1 - r0, c1 - c0)
-
-
-def _to_dn(arr: np.ndarray) -> np.ndarray:
-    """float32 reflectance -> uint16 x 10000, 0 where any band is not finite (as the RGB COGs)."""
-    ok = np.isfinite(arr).all(axis=0)
-    dn = np.clip(np.rint(np.nan_to_num(arr, nan=0.0) * 1e4), 1, 65535).astype(np.uint16)
-    dn[:, ~ok] = 0
-    return dn
 
 
 class DiskComposite:
@@ -164,9 +157,6 @@ class DiskComposite:
         arr = self[:, :, :]
         return arr if dtype is None else arr.astype(dtype)
 
-    def astype(self, dtype, copy=True):
-        return np.asarray(self, dtype=dtype)
-
 
 @dataclass
 class _TileJob:
@@ -222,8 +212,8 @@ def _run_tile(tile: Tile, job: _TileJob) -> _TileResult:
         tile,
         class_core=np.ascontiguousarray(res.class_map[sl]),
         magnitude_core=np.ascontiguousarray(res.magnitude[sl]),
-        before_dn=_to_dn(np.asarray(res.before_composite)[(slice(None),) + sl]),
-        after_dn=_to_dn(np.asarray(res.after_composite)[(slice(None),) + sl]),
+        before_dn=reflectance_dn(np.asarray(res.before_composite)[(slice(None),) + sl]),
+        after_dn=reflectance_dn(np.asarray(res.after_composite)[(slice(None),) + sl]),
         objects=objects,
         acquisitions=res.acquisitions,
         parameters=res.parameters,

@@ -14,7 +14,8 @@ from pipeline.cli.main import main
 from pipeline.detect import DetectParams, detect
 from pipeline.errors import UsageError
 from pipeline.sources import get_source
-from pipeline.tiled import DiskComposite, _to_dn, detect_tiled, plan_tiles
+from pipeline.outputs.cog import reflectance_dn
+from pipeline.tiled import DiskComposite, detect_tiled, plan_tiles
 
 AOI = "maaten-al-sarra"
 BEFORE = (date(2024, 3, 1), date(2024, 4, 10))
@@ -43,7 +44,7 @@ def test_disk_composite_reads_windows_like_the_array(tmp_path):
     full = rng.uniform(0.01, 0.6, (4, 70, 90)).astype(np.float32)
     full[:, 5, 7] = np.nan
     full[2, 40, 80] = np.nan  # one band missing: no data in every band, as in the composites
-    dn = _to_dn(full)
+    dn = reflectance_dn(full)
     want = np.where((dn == 0).any(axis=0), np.nan, dn.astype(np.float32) * np.float32(1e-4))
     comp = DiskComposite(full.shape, tmp_path, "before")
     for r0, r1, c0, c1 in [(0, 30, 0, 50), (0, 30, 50, 90), (30, 70, 0, 90)]:

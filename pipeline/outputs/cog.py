@@ -180,6 +180,15 @@ def write_magnitude_cog(magnitude: np.ndarray, grid: Grid, path: str | os.PathLi
     )
 
 
+def reflectance_dn(refl: np.ndarray) -> np.ndarray:
+    """(B, H, W) float reflectance -> uint16 reflectance x :data:`RGB_SCALE`, clipped to 1..65535
+    so that 0 is free for no data: 0 in every band where any band is not finite."""
+    missing = ~np.isfinite(refl).all(axis=0)
+    dn = np.clip(np.nan_to_num(refl, nan=0.0) * RGB_SCALE, 1, 65535).round().astype(np.uint16)
+    dn[:, missing] = 0
+    return dn
+
+
 def write_rgb_cog(rgb: np.ndarray, grid: Grid, path: str | os.PathLike, *, tags: dict | None = None) -> Path:
     """Write a true-colour composite as a uint16 RGB COG.
 
@@ -196,11 +205,8 @@ def write_rgb_cog(rgb: np.ndarray, grid: Grid, path: str | os.PathLike, *, tags:
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[0] != 3 or rgb.shape[1:] != grid.shape:
         raise OutputError(f"rgb has shape {rgb.shape}; expected (3, H, W) with (H, W) = {grid.shape}")
-    missing = ~np.isfinite(rgb).all(axis=0)
-    scaled = np.clip(np.nan_to_num(rgb, nan=0.0) * RGB_SCALE, 1, 65535).round().astype(np.uint16)
-    scaled[:, missing] = 0
     return _write_cog(
-        scaled,
+        reflectance_dn(rgb),
         grid,
         Path(path),
         nodata=0,

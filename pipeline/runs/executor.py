@@ -123,10 +123,13 @@ class DaskExecutor:
             raise UsageError(f"cannot reach the dask scheduler {scheduler}: {exc}; check --scheduler") from exc
         log.info("dask executor: %s", self.client.scheduler.address if scheduler is None else scheduler)
 
+    def _submit(self, fn, items: list, args: tuple) -> list:
+        return self.client.map(fn, items, *[[a] * len(items) for a in args], pure=False)
+
     def map(self, fn, items, *args):
         if not items:
             return []
-        futures = self.client.map(fn, list(items), *[[a] * len(items) for a in args], pure=False)
+        futures = self._submit(fn, list(items), args)
         out = []
         for item, fut in zip(items, futures):
             try:
@@ -144,7 +147,7 @@ class DaskExecutor:
         items = list(items)
         if not items:
             return
-        futures = self.client.map(fn, items, *[[a] * len(items) for a in args], pure=False)
+        futures = self._submit(fn, items, args)
         index = {f.key: i for i, f in enumerate(futures)}
         for fut in as_completed(futures):
             item = items[index[fut.key]]

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..aoi import AOI
-from ..errors import AuthenticationError, DataError, NoDataError, SourceError, SourceUnavailable, UsageError
+from ..errors import AuthenticationError, DataError, SourceError, SourceUnavailable, UsageError
 from ..grid import Grid
 from ..scene import ALL_BANDS, Acquisition, SceneStack
 from ._cache import ArrayCache, request_key
@@ -341,8 +341,7 @@ class _StacReader:
         data = np.zeros((len(bands), H, W), np.uint16) if data is None else data
         valid = np.zeros((H, W), bool) if valid is None else valid
         scl = np.zeros((H, W), np.uint8) if scl is None else scl
-        single = len(items) == 1
-        for rec in items:
+        for n, rec in enumerate(items):
             need = list(bands) + (["SCL"] if with_scl else [])
             missing = [b for b in need if b not in rec["assets"]]
             if missing:
@@ -351,10 +350,11 @@ class _StacReader:
                     f"(has {', '.join(sorted(rec['assets'])) or 'none'}); choose another collection or fewer bands"
                 )
             # bilinear for all reflectance (exact on an aligned 10 m grid, smooth for 20 m), SCL nearest;
-            # the assets are read in parallel (each read is mostly waiting for HTTP ranges); one item
-            # (the usual case) is decoded straight into the output, with no mosaic copy
-            layer = data if single else np.empty((len(bands), H, W), np.uint16)
-            lscl = scl if single else np.empty((H, W), np.uint8)
+            # the assets are read in parallel (each read is mostly waiting for HTTP ranges); the first
+            # item (often the only one) is decoded straight into the output, with no mosaic copy
+            first = n == 0
+            layer = data if first else np.empty((len(bands), H, W), np.uint16)
+            lscl = scl if first else np.empty((H, W), np.uint8)
             jobs = [(rec["assets"][b], "bilinear", "uint16", layer[k]) for k, b in enumerate(bands)]
             if with_scl:
                 jobs.append((rec["assets"]["SCL"], "nearest", "uint8", lscl))
@@ -366,7 +366,7 @@ class _StacReader:
             shift = int(rec["offset"]) - int(acq.offset)
             if shift:  # items of one day with different offsets: harmonise to the acquisition's
                 layer = np.where(lvalid, np.clip(layer.astype(np.int32) - shift, 1, 65535), 0).astype(np.uint16)
-            if single:  # as the mosaic below leaves it: 0 in every band where any band has no data
+            if first:  # as a mosaic into empty arrays leaves it: 0 in every band where any band has no data
                 if shift:
                     data[...] = layer
                 np.copyto(data, 0, where=~lvalid)
