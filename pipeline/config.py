@@ -26,6 +26,8 @@ The file is TOML::
     max_cloud = 60.0
     executor = "serial"                 # or "dask"
     scheduler = "tcp://127.0.0.1:8786"
+    tile_px = 2048                      # detect every AOI in tiles of N px (default: those above 40 Mpx); 0 = never
+    halo_px = 128
     fail_on_change = false
 
     [thresholds]                        # keyword arguments of detect.DetectParams
@@ -126,6 +128,13 @@ class Config:
         ``serial`` or ``dask``.
     scheduler : str or None
         ``tcp://HOST:PORT`` of a dask scheduler; ``None`` starts a LocalCluster.
+    tile_px : int or None
+        Core size of the tiles a large AOI is detected in (see :mod:`pipeline.tiled`), pixels.
+        ``None``: 2048 px tiles for an AOI grid above 40 Mpx, else one pass; ``0``: never tile.
+        The choice does not depend on the executor, so serial and dask runs give the same outputs;
+        on the dask executor the tiles of a tiled AOI are what the workers share.
+    halo_px : int
+        Halo read around each tile, pixels.
     fail_on_change : bool
         Exit 3 when a run confirms new change.
     config_path : Path or None
@@ -151,6 +160,8 @@ class Config:
     notify_retries: int = 3
     executor: str = "serial"
     scheduler: str | None = None
+    tile_px: int | None = None
+    halo_px: int = 128
     fail_on_change: bool = False
     config_path: Path | None = None
 
@@ -180,6 +191,10 @@ class Config:
             raise ConfigError(f"reference period {self.reference[0]}/{self.reference[1]} ends before it starts")
         if self.since and self.until and self.until < self.since:
             raise ConfigError(f"until {self.until} is before since {self.since}")
+        if self.tile_px is not None and self.tile_px != 0 and self.tile_px < 256:
+            raise ConfigError(f"tile_px {self.tile_px} is too small; use at least 256 px, or 0 to never tile")
+        if self.halo_px < 0:
+            raise ConfigError(f"halo_px must be >= 0, got {self.halo_px}")
         if self.scheduler is not None and not re.match(r"^(tcp|tls|inproc|ucx)://", self.scheduler):
             raise ConfigError(f"scheduler {self.scheduler!r} must look like tcp://HOST:PORT")
 
@@ -317,6 +332,7 @@ ENV_VARS: dict[str, str] = {
     "S2WATCH_NOTIFY_FORMAT": "notify_format",
     "S2WATCH_EXECUTOR": "executor",
     "S2WATCH_SCHEDULER": "scheduler",
+    "S2WATCH_TILE_PX": "tile_px",
 }
 """Environment variable -> setting. Lists (``S2WATCH_AOIS``, ``S2WATCH_NOTIFY``) are comma
 separated; ``S2WATCH_REFERENCE`` is ``START/END``. ``S2WATCH_CONFIG`` names the file."""
@@ -336,6 +352,8 @@ _FILE_KEYS: dict[tuple[str, str], str] = {
     ("monitor", "max_cloud"): "max_cloud",
     ("monitor", "executor"): "executor",
     ("monitor", "scheduler"): "scheduler",
+    ("monitor", "tile_px"): "tile_px",
+    ("monitor", "halo_px"): "halo_px",
     ("monitor", "fail_on_change"): "fail_on_change",
     ("alerts", "webhooks"): "notify",
     ("alerts", "format"): "notify_format",
@@ -384,7 +402,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
                 raise bad('[START, END] dates (or "START/END" in the environment)')
             a, b = (_coerce("since", v, where) for v in value)
             return (a, b)
-        if name in ("reference_days", "confirm_after", "notify_retries"):
+        if name in ("reference_days", "confirm_after", "notify_retries", "tile_px", "halo_px"):
             if isinstance(value, bool) or not isinstance(value, (int, str)):
                 raise bad("an integer")
             return int(value)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Callable
 
@@ -560,6 +560,13 @@ class Reference:
     def coreg_id(self) -> str | None:
         return self.coreg[2] if self.coreg is not None else None
 
+    def detached(self) -> "Reference":
+        """This reference without the before stack and reflectance: only the composite, the
+        acquisition records and the co-registration image, to keep (e.g. pickled on disk) and pass
+        to :func:`detect_stacks` with ``before_stack=None``. About B x 4 + 6 bytes per pixel."""
+        w = self.window
+        return replace(self, stack=None, window=_Window(w.name, None, None, w.records, w.used, None))
+
 
 def _inside(aoi: AOI, grid: Grid) -> np.ndarray:
     """:func:`aoi_mask`, refusing a grid the AOI covers no pixel centre of."""
@@ -674,7 +681,7 @@ def detect(
 
 def detect_stacks(
     aoi: AOI,
-    before_stack: SceneStack,
+    before_stack: SceneStack | None,
     after_stack: SceneStack,
     *,
     params: DetectParams | None = None,
@@ -689,7 +696,8 @@ def detect_stacks(
     ----------
     aoi : AOI
     before_stack, after_stack : SceneStack
-        Same grid; must hold ``params.bands``.
+        Same grid; must hold ``params.bands``. ``before_stack`` may be None with a
+        :meth:`Reference.detached` reference.
     params : DetectParams or None
     source_name : str
         Recorded in the result.
@@ -711,16 +719,20 @@ def detect_stacks(
     """
     params = params or DetectParams()
     timer = _timer or _Timer()
-    grid = before_stack.grid
+    if before_stack is None and (reference is None or reference.stack is not None):
+        raise UsageError("before_stack may be None only with a detached reference (Reference.detached())")
+    grid = after_stack.grid if before_stack is None else before_stack.grid
     if after_stack.grid != grid:
         raise UsageError("before and after stacks must share one grid; read both onto aoi.grid()")
+    if windows is None and before_stack is None:
+        raise UsageError("give the windows when comparing with a detached reference")
     if windows is None:
         windows = tuple(
             (s.dates[0], s.dates[-1]) if len(s) else (date.min, date.min) for s in (before_stack, after_stack)
         )
     wins = dict(zip(("before", "after"), windows))
     if reference is not None:
-        if reference.stack is not before_stack or reference.params != params:
+        if reference.stack is not before_stack or reference.params != params or reference.inside.shape != grid.shape:
             raise UsageError("reference was prepared for another before stack or other parameters; prepare it again")
         inside = reference.inside
     else:

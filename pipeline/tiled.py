@@ -47,7 +47,7 @@ from .result import DetectionResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Tile", "plan_tiles", "DiskComposite", "detect_tiled", "TILE_PX", "HALO_PX", "AUTO_TILE_MPX"]
+__all__ = ["Tile", "plan_tiles", "tile_size", "DiskComposite", "detect_tiled", "TILE_PX", "HALO_PX", "AUTO_TILE_MPX"]
 
 TILE_PX = 2048
 """Default core size of a tile, pixels."""
@@ -93,6 +93,33 @@ def plan_tiles(shape: tuple[int, int], tile_px: int = TILE_PX, halo_px: int = HA
             outer = (max(0, r0 - halo_px), min(H, r1 + halo_px), max(0, c0 - halo_px), min(W, c1 + halo_px))
             tiles.append(Tile(len(tiles), (r0, r1, c0, c1), outer))
     return tiles
+
+
+def tile_size(shape: tuple[int, int], tile_px: int | None = None, *, distributed: bool = False) -> int | None:
+    """The core size to tile an ``(H, W)`` grid with, or None for one pass.
+
+    ``tile_px`` None decides: :data:`TILE_PX` when the grid exceeds :data:`AUTO_TILE_MPX` or the
+    work is ``distributed`` (tiles are what a cluster shares out), else one pass; ``0`` never tiles;
+    any other value is the core size asked for (checked by :func:`plan_tiles`), or one pass when
+    the grid fits in one tile and the work is not ``distributed``.
+
+    Raises
+    ------
+    UsageError
+        ``tile_px`` 0 with ``distributed``, or a negative ``tile_px``.
+    """
+    H, W = shape
+    if tile_px is None:
+        return TILE_PX if distributed or H * W / 1e6 > AUTO_TILE_MPX else None
+    if tile_px < 0:
+        raise UsageError(f"tile size {tile_px} px must be >= 0 (--tile-px 0: never tile)")
+    if tile_px == 0:
+        if distributed:
+            raise UsageError("the dask executor distributes tiles; it cannot be used with --tile-px 0 (tile_px = 0: never tile)")
+        return None
+    if not distributed and H <= tile_px and W <= tile_px:
+        return None  # one tile is one pass
+    return tile_px
 
 
 def _sub_grid(grid: Grid, rect: tuple[int, int, int, int]) -> Grid:
@@ -170,6 +197,7 @@ class _TileJob:
     params: Any
     windows: tuple
     source_name: str
+    reference_cache: str | None = None
 
 
 @dataclass
@@ -186,23 +214,55 @@ class _TileResult:
     skipped: str = ""  # why the tile has no result (outside the AOI, no data)
 
 
+def _load_reference(path: Path):
+    import pickle
+
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    except FileNotFoundError:
+        return None
+
+
+def _save_reference(path: Path, reference) -> None:
+    import pickle
+
+    from .outputs.atomic import write_bytes
+
+    write_bytes(path, pickle.dumps(reference.detached(), protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def _run_tile(tile: Tile, job: _TileJob) -> _TileResult:
-    """Read and detect one tile (core + halo); return its core's share of the result."""
-    from .detect import _Timer, aoi_mask, detect_stacks
+    """Read and detect one tile (core + halo); return its core's share of the result.
+
+    With ``job.reference_cache`` (a folder every worker can reach) the tile's prepared before
+    window is kept there (:meth:`pipeline.detect.Reference.detached`, pickled) by the first
+    task of the tile and reused by later ones, which then read only the after window.
+    """
+    from .detect import _Timer, aoi_mask, detect_stacks, prepare_reference
 
     g = _sub_grid(job.grid, tile.outer)
     if not aoi_mask(job.aoi, g).any():
         return _TileResult(tile, skipped="outside the AOI polygon")
     p = job.params
     timer = _Timer()
-    with timer("read"):
-        b = job.source.read(job.aoi, job.before_acqs, grid=g, bands=p.bands)
-        a = job.source.read(job.aoi, job.after_acqs, grid=g, bands=p.bands)
+    cache = Path(job.reference_cache) / f"tile-{tile.index}.pkl" if job.reference_cache else None
+    ref = _load_reference(cache) if cache is not None else None
+    b = None
     try:
-        res = detect_stacks(job.aoi, b, a, params=p, source_name=job.source_name, windows=job.windows, _timer=timer)
+        with timer("read"):
+            if ref is None:
+                b = job.source.read(job.aoi, job.before_acqs, grid=g, bands=p.bands)
+            a = job.source.read(job.aoi, job.after_acqs, grid=g, bands=p.bands)
+        if cache is not None and ref is None:
+            with timer("reference"):
+                ref = prepare_reference(job.aoi, b, params=p)
+                _save_reference(cache, ref)
+        res = detect_stacks(job.aoi, b, a, params=p, source_name=job.source_name, windows=job.windows,
+                            reference=ref, _timer=timer)
     except NoDataError as exc:
         return _TileResult(tile, skipped=f"no data: {exc}")
-    del b, a
+    del b, a, ref
     r0, r1, c0, c1 = tile.core
     o0, _, q0, _ = tile.outer
     sl = (slice(r0 - o0, r1 - o0), slice(c0 - q0, c1 - q0))
@@ -232,6 +292,8 @@ def detect_tiled(
     halo_px: int = HALO_PX,
     executor=None,
     workdir: "str | Path | None" = None,
+    acquisitions: "tuple[list, list] | None" = None,
+    reference_cache: "str | Path | None" = None,
 ) -> DetectionResult:
     """Detect change over a large AOI tile by tile (see the module docstring).
 
@@ -250,6 +312,13 @@ def detect_tiled(
     workdir : path or None
         Folder for the composites kept on disk (default: a new temporary folder, removed when
         the result's composites are garbage-collected or the process exits; give one to keep them).
+    acquisitions : (list of Acquisition, list of Acquisition) or None
+        The before and after acquisitions, already searched (e.g. one new acquisition of a
+        monitoring run); default: ``source.search`` over each window.
+    reference_cache : path or None
+        A folder (reachable from every worker) where each tile keeps its prepared before window
+        for later calls with the same before acquisitions and parameters, e.g. each new
+        acquisition of a monitoring run; the caller removes it. Default: nothing kept.
 
     Returns
     -------
@@ -270,9 +339,12 @@ def detect_tiled(
     grid = aoi.grid()
     name = getattr(source, "name", "")
     acqs = {}
-    for wname, win in (("before", before), ("after", after)):
-        found = source.search(aoi, win[0], win[1], max_cloud=params.max_cloud)
-        log.info("%s window %s: %d acquisitions found", wname, _window_str(win), len(found))
+    for i, (wname, win) in enumerate((("before", before), ("after", after))):
+        if acquisitions is not None:
+            found = list(acquisitions[i])
+        else:
+            found = source.search(aoi, win[0], win[1], max_cloud=params.max_cloud)
+            log.info("%s window %s: %d acquisitions found", wname, _window_str(win), len(found))
         if not found:
             raise NoDataError(
                 f"no usable acquisition in the {wname} window {_window_str(win)}: 0 found, the source found no "
@@ -280,7 +352,8 @@ def detect_tiled(
             )
         acqs[wname] = found
     tiles = plan_tiles(grid.shape, tile_px, halo_px)
-    job = _TileJob(aoi, source, acqs["before"], acqs["after"], grid, params, (before, after), name)
+    job = _TileJob(aoi, source, acqs["before"], acqs["after"], grid, params, (before, after), name,
+                   str(reference_cache) if reference_cache is not None else None)
     H, W = grid.shape
     B = len(params.bands)
     folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=f"s2watch-{aoi.id}-"))

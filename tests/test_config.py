@@ -195,3 +195,18 @@ def test_config_is_frozen():
     with pytest.raises(AttributeError):
         cfg.source = "cdse"  # type: ignore[misc]
     assert os.fspath(cfg.state_file) == "/x/state.sqlite"
+
+
+def test_tile_size_from_file_environment_and_bad_values(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[monitor]\ntile_px = 1024\nhalo_px = 64\n")
+    cfg = load_config(f, env={})
+    assert (cfg.tile_px, cfg.halo_px) == (1024, 64)
+    assert load_config(f, env={"S2WATCH_TILE_PX": "0"}).tile_px == 0
+    assert load_config(env={"XDG_CONFIG_HOME": str(tmp_path)}).tile_px is None  # decided by the AOI's size
+    f.write_text("[monitor]\ntile_px = 100\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: tile_px 100 is too small; use at least 256 px, or 0 to never tile"):
+        load_config(f, env={})
+    f.write_text("[monitor]\nhalo_px = -1\n")
+    with pytest.raises(ConfigError, match=r"halo_px must be >= 0, got -1"):
+        load_config(f, env={})

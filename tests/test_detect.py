@@ -136,6 +136,23 @@ def test_prepared_reference_gives_the_same_result_for_every_after_window():
         assert got.parameters == want.parameters
     with pytest.raises(UsageError, match="prepared for another"):
         detect_stacks(aoi, b, afters[0], params=DetectParams(min_persistence=3), reference=ref)
+    # detached (no before stack or reflectance: what tiles keep on disk), through pickle
+    import pickle
+
+    slim = pickle.loads(pickle.dumps(ref.detached()))
+    assert slim.stack is None and slim.window.refl is None
+    for a in afters:
+        wins = ((b.dates[0], b.dates[-1]), (a.dates[0], a.dates[-1]))
+        want = detect_stacks(aoi, b, a)
+        got = detect_stacks(aoi, None, a, windows=wins, reference=slim)
+        np.testing.assert_array_equal(got.class_map, want.class_map)
+        np.testing.assert_array_equal(got.after_composite, want.after_composite)
+        assert [o.geometry.wkt for o in got.objects] == [o.geometry.wkt for o in want.objects]
+        assert got.acquisitions == want.acquisitions and got.parameters == want.parameters
+    with pytest.raises(UsageError, match="detached reference"):
+        detect_stacks(aoi, None, afters[0])
+    with pytest.raises(UsageError, match="prepared for another"):
+        detect_stacks(aoi, b, afters[0], reference=slim)
 
 
 def test_one_date_change_in_short_after_window_is_not_reported():

@@ -15,7 +15,7 @@ from pipeline.detect import DetectParams, detect
 from pipeline.errors import UsageError
 from pipeline.sources import get_source
 from pipeline.outputs.cog import reflectance_dn
-from pipeline.tiled import DiskComposite, detect_tiled, plan_tiles
+from pipeline.tiled import AUTO_TILE_MPX, TILE_PX, DiskComposite, detect_tiled, plan_tiles, tile_size
 
 AOI = "maaten-al-sarra"
 BEFORE = (date(2024, 3, 1), date(2024, 4, 10))
@@ -56,6 +56,19 @@ def test_disk_composite_reads_windows_like_the_array(tmp_path):
     assert np.isnan(comp[:, 40:41, 80:81]).all()
     # stored as reflectance x 10000: within half a DN of the float composite
     assert np.nanmax(np.abs(np.asarray(comp) - np.where(np.isnan(want), np.nan, full))) <= 5e-5 + 1e-7
+
+
+def test_tile_size_tiles_large_grids_and_honours_the_choice():
+    big = int((AUTO_TILE_MPX * 1e6) ** 0.5) + 1
+    assert tile_size((1000, 1000)) is None and tile_size((big, big)) == TILE_PX
+    assert tile_size((1000, 1000), distributed=True) == TILE_PX  # a cluster shares tiles
+    assert tile_size((1000, 1000), 512) == 512 and tile_size((500, 400), 512) is None  # one tile is one pass
+    assert tile_size((500, 400), 512, distributed=True) == 512
+    assert tile_size((big, big), 0) is None
+    with pytest.raises(UsageError, match="--tile-px 0"):
+        tile_size((big, big), 0, distributed=True)
+    with pytest.raises(UsageError, match="must be >= 0"):
+        tile_size((1000, 1000), -5)
 
 
 @pytest.fixture(scope="module")

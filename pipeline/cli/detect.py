@@ -101,16 +101,7 @@ def _tile_size(aoi, args) -> int | None:
 
     if args.scheduler and args.executor != "dask":
         raise UsageError("--scheduler needs --executor dask")
-    if args.tile_px is not None:
-        if args.tile_px == 0:
-            if args.executor == "dask":
-                raise UsageError("--executor dask distributes tiles; it cannot be used with --tile-px 0")
-            return None
-        return args.tile_px
-    H, W = aoi.grid().shape
-    if args.executor == "dask" or H * W / 1e6 > tiled.AUTO_TILE_MPX:
-        return tiled.TILE_PX
-    return None
+    return tiled.tile_size(aoi.grid().shape, args.tile_px, distributed=args.executor == "dask")
 
 
 def _dry_run(aoi, source, before, after, args) -> int:

@@ -43,6 +43,10 @@ def register(sub) -> None:
     p.add_argument("--fail-on-change", action="store_true", default=None, help="exit 3 when new change is confirmed")
     p.add_argument("--executor", choices=("serial", "dask"), default=None, help="where AOIs run (default serial)")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="dask scheduler (default: a local cluster)")
+    p.add_argument("--tile-px", type=int, default=None, metavar="N",
+                   help="detect AOIs in tiles of N x N px with a halo, in bounded memory; on dask the tiles of such an "
+                   "AOI run on the workers (default: 2048 px tiles for AOIs above 40 Mpx; 0 = never tile)")
+    p.add_argument("--halo-px", type=int, default=None, metavar="N", help="halo read around each tile, px (default 128)")
     p.set_defaults(func=run)
 
 
@@ -64,6 +68,8 @@ def config_from_args(args: argparse.Namespace):
         "fail_on_change": getattr(args, "fail_on_change", None),
         "executor": getattr(args, "executor", None),
         "scheduler": getattr(args, "scheduler", None),
+        "tile_px": getattr(args, "tile_px", None),
+        "halo_px": getattr(args, "halo_px", None),
     }
     return load_config(getattr(args, "config", None), overrides=over)
 

@@ -222,21 +222,42 @@ def _cleanup(root: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _save_reference(root: Path, composite: np.ndarray) -> tuple[str, str]:
-    from ..outputs.atomic import write_bytes
+def _npy_chunks(composite, rows: int = 512):
+    """The bytes ``np.save`` writes for ``composite`` as float32, in pieces of ``rows`` rows of one
+    band: an in-memory array and a :class:`~pipeline.tiled.DiskComposite` (a tiled AOI) give the
+    same bytes, and neither is converted whole."""
+    B, H, W = (int(n) for n in composite.shape)
+    head = io.BytesIO()
+    descr = np.lib.format.dtype_to_descr(np.dtype(np.float32))
+    np.lib.format.write_array_header_1_0(head, {"descr": descr, "fortran_order": False, "shape": (B, H, W)})
+    yield head.getvalue()
+    for b in range(B):
+        for r in range(0, H, rows):
+            yield np.ascontiguousarray(composite[b, r:r + rows], dtype=np.float32).tobytes()
 
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(composite, dtype=np.float32), allow_pickle=False)
-    data = buf.getvalue()
+
+def _save_reference(root: Path, composite) -> tuple[str, str]:
+    """Write the reference composite to ``ROOT/<aoi>/reference/composite.npy`` (atomically,
+    streamed) and return its path relative to ``root`` and sha256."""
+    from ..outputs.atomic import atomic_path
+
     (root / "reference").mkdir(parents=True, exist_ok=True)
-    write_bytes(root / "reference" / "composite.npy", data)
-    return "reference/composite.npy", hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with atomic_path(root / "reference" / "composite.npy") as tmp:
+        with open(tmp, "xb") as fh:
+            for chunk in _npy_chunks(composite):
+                digest.update(chunk)
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return "reference/composite.npy", digest.hexdigest()
 
 
-def _digest(composite: np.ndarray) -> str:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(composite, dtype=np.float32), allow_pickle=False)
-    return hashlib.sha256(buf.getvalue()).hexdigest()
+def _digest(composite) -> str:
+    digest = hashlib.sha256()
+    for chunk in _npy_chunks(composite):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _publish(run_dir: Path, files: dict[str, Path], root: Path) -> None:
@@ -255,30 +276,58 @@ def _publish(run_dir: Path, files: dict[str, Path], root: Path) -> None:
 
 
 class _Tracker:
-    """Processes one AOI's new acquisitions against its reference."""
+    """Processes one AOI's new acquisitions against its reference.
 
-    def __init__(self, aoi, cfg: Config, state: State, source, run_id: str):
+    The reference is read and prepared once per run. An AOI that :func:`pipeline.tiled.tile_size`
+    tiles (``cfg.tile_px``) is detected tile by tile on ``tile_executor`` (default: here), in
+    bounded memory: each tile prepares its share of the reference at the run's first acquisition
+    and keeps it in ``ROOT/<aoi>/runs/.tmp-<run-id>-reference/`` (removed by :meth:`close`, or by
+    the next run when this one dies) for the later ones.
+    """
+
+    def __init__(self, aoi, cfg: Config, state: State, source, run_id: str, *, tile_executor=None):
+        from ..tiled import tile_size
+
         self.aoi, self.cfg, self.state, self.source, self.run_id = aoi, cfg, state, source, run_id
         self.root = cfg.output_root / aoi.id
         self.params = detect_params(cfg)
         self.grid = aoi.grid()
+        self.tile_px = tile_size(self.grid.shape, cfg.tile_px)
+        self.tile_executor = tile_executor
+        self.reference_cache = self.root / "runs" / f".tmp-{run_id}-reference" if self.tile_px is not None else None
+        self._ref_acqs = None
         self._ref_stack = None
         self._reference = None  # the prepared before window (pipeline.detect.Reference)
 
-    def reference_stack(self, period: tuple[date, date]):
-        if self._ref_stack is None:
+    def reference_acquisitions(self, period: tuple[date, date]) -> list:
+        if self._ref_acqs is None:
             acqs = self.source.search(self.aoi, *period, max_cloud=self.params.max_cloud)
             if not acqs:
                 raise NoDataError(
                     f"{self.aoi.id}: no acquisition in the reference period {period[0]}/{period[1]}; "
                     "set [monitor] reference to a period with imagery"
                 )
+            self._ref_acqs = acqs
+        return self._ref_acqs
+
+    def reference_stack(self, period: tuple[date, date]):
+        if self._ref_stack is None:
+            acqs = self.reference_acquisitions(period)
             self._ref_stack = self.source.read(self.aoi, acqs, grid=self.grid, bands=self.params.bands)
         return self._ref_stack
 
     def detect_one(self, period, acq):
         from ..detect import detect_stacks, prepare_reference
 
+        if self.tile_px is not None:
+            from ..tiled import detect_tiled
+
+            self.reference_cache.mkdir(parents=True, exist_ok=True)
+            return detect_tiled(
+                self.aoi, self.source, before=period, after=(acq.date, acq.date), params=self.params,
+                tile_px=self.tile_px, halo_px=self.cfg.halo_px, executor=self.tile_executor,
+                acquisitions=(self.reference_acquisitions(period), [acq]), reference_cache=self.reference_cache,
+            )
         ref = self.reference_stack(period)
         if self._reference is None:  # masked, co-registered and composited once per run
             self._reference = prepare_reference(self.aoi, ref, params=self.params)
@@ -288,8 +337,14 @@ class _Tracker:
             windows=(period, (acq.date, acq.date)), reference=self._reference,
         )
 
+    def close(self) -> None:
+        """Drop the prepared reference (and the tiles' cache folder)."""
+        self._ref_stack = self._reference = None
+        if self.reference_cache is not None:
+            shutil.rmtree(self.reference_cache, ignore_errors=True)
 
-def monitor_aoi(aoi_ref: Any, cfg: Config, run_id: str | None = None, *, source=None) -> AOIOutcome:
+
+def monitor_aoi(aoi_ref: Any, cfg: Config, run_id: str | None = None, *, source=None, tile_executor=None) -> AOIOutcome:
     """Run monitoring for one AOI (see the module docstring). Never raises for a failed AOI:
     the outcome says ``failed`` with the error, or ``locked`` when another run holds it.
 
@@ -301,6 +356,8 @@ def monitor_aoi(aoi_ref: Any, cfg: Config, run_id: str | None = None, *, source=
         Shared by every AOI of one ``s2watch run`` (default: a new id).
     source : Source or None
         Default: ``get_source(cfg.source, **cfg.source_options[cfg.source])``.
+    tile_executor : executor or None
+        Where the tiles of an AOI that is detected in tiles run (default: here, in turn).
     """
     from ..aoi import load_aoi
 
@@ -313,7 +370,7 @@ def monitor_aoi(aoi_ref: Any, cfg: Config, run_id: str | None = None, *, source=
         root = cfg.output_root / aoi.id
         with AOILock(root / ".lock", aoi_id=aoi.id):
             with State(cfg.state_file) as state:
-                out = _monitor_locked(aoi, cfg, state, source or _source(cfg), run_id)
+                out = _monitor_locked(aoi, cfg, state, source or _source(cfg), run_id, tile_executor)
         return replace(out, seconds=round(time.monotonic() - t0, 3))
     except LockHeldError as exc:
         log.warning("%s", exc, extra={"aoi": name})
@@ -335,7 +392,7 @@ def _record_failure(cfg: Config, aoi_id: str, run_id: str, msg: str) -> None:
         log.debug("could not record the failure in the state", exc_info=True)
 
 
-def _monitor_locked(aoi, cfg: Config, state: State, source, run_id: str) -> AOIOutcome:
+def _monitor_locked(aoi, cfg: Config, state: State, source, run_id: str, tile_executor=None) -> AOIOutcome:
     root = cfg.output_root / aoi.id
     dead = state.close_interrupted_runs(aoi.id)
     if dead:
@@ -372,70 +429,73 @@ def _monitor_locked(aoi, cfg: Config, state: State, source, run_id: str) -> AOIO
         return AOIOutcome(aoi.id, run_id, "no_new_data", open_counts=state.counts(aoi.id), aoi_name=aoi.name)
 
     state.start_run(run_id, aoi.id, source=source.name, versions=versions)
-    tracker = _Tracker(aoi, cfg, state, source, run_id)
-    last_result, last_acq = None, None
-    n_used = n_skipped = 0
-    with progress(log, f"{aoi.id} acquisitions", len(new), aoi=aoi.id) as bar:
-        latest = state.last_used(aoi.id)
-        for acq in new:
-            try:
-                if latest is not None and acq.date.isoformat() < latest["date"]:
-                    raise NoDataError(
-                        f"arrived after the later acquisition {latest['acq_id']} was processed; "
-                        "out-of-order acquisitions are not tracked"
-                    )
-                result = tracker.detect_one(ref, acq)
-            except (NoDataError, DataError) as exc:
-                if "before window" in str(exc) or "reference" in str(exc):
-                    raise
+    tracker = _Tracker(aoi, cfg, state, source, run_id, tile_executor=tile_executor)
+    try:
+        last_result, last_acq = None, None
+        n_used = n_skipped = 0
+        with progress(log, f"{aoi.id} acquisitions", len(new), aoi=aoi.id) as bar:
+            latest = state.last_used(aoi.id)
+            for acq in new:
+                try:
+                    if latest is not None and acq.date.isoformat() < latest["date"]:
+                        raise NoDataError(
+                            f"arrived after the later acquisition {latest['acq_id']} was processed; "
+                            "out-of-order acquisitions are not tracked"
+                        )
+                    result = tracker.detect_one(ref, acq)
+                except (NoDataError, DataError) as exc:
+                    if "before window" in str(exc) or "reference" in str(exc):
+                        raise
+                    with state.transaction():
+                        state.record_acquisition(
+                            aoi.id, acq.id, date=acq.date.isoformat(), status="skipped", reason=str(exc)[:500],
+                            source=source.name, cloud_cover=acq.cloud_cover, run_id=run_id,
+                        )
+                    n_skipped += 1
+                    bar.advance(f"{acq.date} skipped", stage="acquisition")
+                    _kill_point("acquisition")
+                    continue
+                _check_reference(aoi, root, state, result, ref, source.name)
+                rec = next((r for r in result.acquisitions if r.window == "after"), None)
                 with state.transaction():
-                    state.record_acquisition(
-                        aoi.id, acq.id, date=acq.date.isoformat(), status="skipped", reason=str(exc)[:500],
-                        source=source.name, cloud_cover=acq.cloud_cover, run_id=run_id,
+                    from ..objects.track import update_lifecycle
+
+                    day = acq.date.isoformat()
+                    # pixels this acquisition observed: an object under cloud keeps its state
+                    observed = np.isfinite(result.magnitude)
+                    tracked = update_lifecycle(
+                        state.objects(aoi.id, open_only=True), list(result.objects),
+                        date=day, confirm_after=cfg.confirm_after, valid=observed, grid=result.grid,
                     )
-                n_skipped += 1
-                bar.advance(f"{acq.date} skipped", stage="acquisition")
+                    state.replace_open_objects(aoi.id, tracked, run_id=run_id)
+                    state.record_observations(
+                        aoi.id, [o for o in tracked if o.last_seen == day or o.status == "gone"], acq_id=acq.id, date=day
+                    )
+                    state.record_acquisition(
+                        aoi.id, acq.id, date=acq.date.isoformat(), status="used", source=source.name,
+                        cloud_cover=acq.cloud_cover, cloud_fraction=rec.cloud_fraction if rec else None,
+                        valid_fraction=rec.valid_fraction if rec else None, n_objects=len(result.objects), run_id=run_id,
+                    )
+                    _kill_point("in-transaction")
+                n_used += 1
+                last_result, last_acq = result, acq
+                latest = {"acq_id": acq.id, "date": acq.date.isoformat()}
+                bar.advance(f"{acq.date} {len(result.objects)} objects", stage="acquisition")
                 _kill_point("acquisition")
-                continue
-            _check_reference(aoi, root, state, result, ref, source.name)
-            rec = next((r for r in result.acquisitions if r.window == "after"), None)
-            with state.transaction():
-                from ..objects.track import update_lifecycle
 
-                day = acq.date.isoformat()
-                # pixels this acquisition observed: an object under cloud keeps its state
-                observed = np.isfinite(result.magnitude)
-                tracked = update_lifecycle(
-                    state.objects(aoi.id, open_only=True), list(result.objects),
-                    date=day, confirm_after=cfg.confirm_after, valid=observed, grid=result.grid,
-                )
-                state.replace_open_objects(aoi.id, tracked, run_id=run_id)
-                state.record_observations(
-                    aoi.id, [o for o in tracked if o.last_seen == day or o.status == "gone"], acq_id=acq.id, date=day
-                )
-                state.record_acquisition(
-                    aoi.id, acq.id, date=acq.date.isoformat(), status="used", source=source.name,
-                    cloud_cover=acq.cloud_cover, cloud_fraction=rec.cloud_fraction if rec else None,
-                    valid_fraction=rec.valid_fraction if rec else None, n_objects=len(result.objects), run_id=run_id,
-                )
-                _kill_point("in-transaction")
-            n_used += 1
-            last_result, last_acq = result, acq
-            latest = {"acq_id": acq.id, "date": acq.date.isoformat()}
-            bar.advance(f"{acq.date} {len(result.objects)} objects", stage="acquisition")
-            _kill_point("acquisition")
-
-    last = state.last_used(aoi.id)
-    published = None
-    if last is not None and (last_result is None or last_acq.id != last["acq_id"]):
-        # outputs lag the state (an earlier run died before publishing): recompute the last clear one
-        acq = next((a for a in source.search(aoi, date.fromisoformat(last["date"]), date.fromisoformat(last["date"]),
-                                               max_cloud=cfg.max_cloud) if a.id == last["acq_id"]), None)
-        if acq is None:
-            raise NoDataError(f"{aoi.id}: acquisition {last['acq_id']} of the state is no longer in the source")
-        last_result, last_acq = tracker.detect_one(ref, acq), acq
-    if last_result is not None and (state.aoi(aoi.id)["outputs_acquisition"] != last_acq.id or n_used):
-        published = _write_and_publish(aoi, cfg, state, last_result, last_acq, run_id)
+        last = state.last_used(aoi.id)
+        published = None
+        if last is not None and (last_result is None or last_acq.id != last["acq_id"]):
+            # outputs lag the state (an earlier run died before publishing): recompute the last clear one
+            acq = next((a for a in source.search(aoi, date.fromisoformat(last["date"]), date.fromisoformat(last["date"]),
+                                                   max_cloud=cfg.max_cloud) if a.id == last["acq_id"]), None)
+            if acq is None:
+                raise NoDataError(f"{aoi.id}: acquisition {last['acq_id']} of the state is no longer in the source")
+            last_result, last_acq = tracker.detect_one(ref, acq), acq
+        if last_result is not None and (state.aoi(aoi.id)["outputs_acquisition"] != last_acq.id or n_used):
+            published = _write_and_publish(aoi, cfg, state, last_result, last_acq, run_id)
+    finally:
+        tracker.close()
 
     fresh = state.unreported_confirmed(aoi.id)
     report = str(root / "report.html") if (root / "report.html").exists() else None
@@ -526,10 +586,31 @@ def resolve_aois(cfg: Config, aois: Sequence[str] = (), *, all_aois: bool = Fals
     return [p.stem for p in list_aois(cfg.aoi_paths)]
 
 
+def _tiled_aois(aois: Sequence[str], cfg: Config) -> set[str]:
+    """The AOIs of ``aois`` that are detected in tiles (see :func:`pipeline.tiled.tile_size`); an
+    AOI that does not load is left to :func:`monitor_aoi` to report."""
+    from ..aoi import load_aoi
+    from ..tiled import tile_size
+
+    out = set()
+    for name in aois:
+        try:
+            aoi = load_aoi(name, extra_paths=cfg.aoi_paths)
+        except PipelineError:
+            continue
+        if tile_size(aoi.grid().shape, cfg.tile_px) is not None:
+            out.add(name)
+    return out
+
+
 def run_monitor(aois: Sequence[str], cfg: Config, *, run_id: str | None = None, executor=None, source=None) -> RunSummary:
     """Monitor every AOI (on ``executor``, default from ``cfg.executor``), then send alerts.
 
     ``source`` (a Source object, serial executor only) replaces ``cfg.source``, e.g. in tests.
+
+    On a distributed executor each AOI is one task, except an AOI detected in tiles (a large
+    AOI, see ``cfg.tile_px``): this process tracks it and its tiles are the tasks, so one AOI too
+    large for a worker is shared by all of them. The outputs are those of the serial run.
 
     Alerts go out from this process after all AOIs finished, one per AOI with new confirmed
     change and webhook, bounded in time (see :mod:`pipeline.runs.notify`); a failed alert is
@@ -538,6 +619,7 @@ def run_monitor(aois: Sequence[str], cfg: Config, *, run_id: str | None = None, 
     from .executor import get_executor
 
     run_id = run_id or new_run_id()
+    aois = list(aois)
     own = executor is None
     if own:
         executor = get_executor(cfg.executor, **({"scheduler": cfg.scheduler} if cfg.executor == "dask" else {}))
@@ -546,13 +628,21 @@ def run_monitor(aois: Sequence[str], cfg: Config, *, run_id: str | None = None, 
         if executor.name != "serial":
             raise UsageError("a source object can only be passed with the serial executor; name it in the configuration")
         fn = functools.partial(monitor_aoi, source=source)
+    results: dict[str, Any] = {}
     try:
-        results = executor.map(fn, list(aois), cfg, run_id)
+        tiled = _tiled_aois(aois, cfg) if executor.name != "serial" else set()
+        whole = [a for a in aois if a not in tiled]
+        results.update(zip(whole, executor.map(fn, whole, cfg, run_id)))
+        for name in aois:
+            if name in tiled:
+                log.info("%s: tracked here, its tiles run on the %s executor", name, executor.name)
+                results[name] = monitor_aoi(name, cfg, run_id, tile_executor=executor)
     finally:
         if own:
             executor.close()
     outcomes = []
-    for name, res in zip(aois, results):
+    for name in aois:
+        res = results[name]
         if isinstance(res, BaseException):
             res = AOIOutcome(str(name), run_id, "failed", error=f"{type(res).__name__}: {res}")
         outcomes.append(res)

@@ -1,6 +1,7 @@
 """A tiny offline source with planted changes, for monitoring tests (independent of the simulator).
 
-Scenes of the tartus-naval-facility grid (155 x 154 px): a fixed textured background (bare-soil
+Scenes of an AOI's grid (tartus-naval-facility: 155 x 154 px; a window of the grid gets its part of
+the scenes, as tiles do): a fixed textured background (bare-soil
 spectrum ``SOIL`` times 1 +- 0.25 of smoothed noise) plus 0.004 of per-date noise, SCL 5 (not
 vegetated) everywhere, with 40 fixed darker or brighter rectangles (buildings, roads). Planted, by date:
 
@@ -64,8 +65,15 @@ class PlantedSource:
         return out
 
     def read(self, aoi, acquisitions, *, grid=None, bands=("B02", "B03", "B04", "B08", "B8A", "B11", "B12")):
-        grid = grid or aoi.grid()
-        H, W = grid.shape
+        full = aoi.grid()
+        grid = grid or full
+        # scenes are made on the AOI grid; a window of it (a tile) gets its part of them
+        r0 = round((full.transform.f - grid.transform.f) / full.res)
+        c0 = round((grid.transform.c - full.transform.c) / full.res)
+        if grid.epsg != full.epsg or r0 < 0 or c0 < 0 or r0 + grid.height > full.height or c0 + grid.width > full.width:
+            raise ValueError(f"planted scenes can only be read on the AOI grid or a window of it, not {grid}")
+        win = (slice(r0, r0 + grid.height), slice(c0, c0 + grid.width))
+        H, W = full.shape
         rng = np.random.default_rng(7)
         n = ndimage.gaussian_filter(rng.normal(size=(H, W)), 2.5)
         n = (n - n.min()) / (n.max() - n.min()) - 0.5
@@ -95,4 +103,5 @@ class PlantedSource:
                 scl[t] = SCL.CLOUD_HIGH
             data[t] = np.clip(np.round(r * 10000), 1, 65535).astype(np.uint16)
         self.reads += T
-        return SceneStack(grid, tuple(bands), data, np.ones((T, H, W), bool), scl, tuple(acquisitions))
+        data, scl = np.ascontiguousarray(data[(Ellipsis, *win)]), np.ascontiguousarray(scl[(Ellipsis, *win)])
+        return SceneStack(grid, tuple(bands), data, np.ones(scl.shape, bool), scl, tuple(acquisitions))

@@ -204,3 +204,44 @@ def test_tiles_of_one_aoi_on_the_cluster_give_the_serial_outputs(cluster, tmp_pa
         assert a == b, name
     m = json.loads((tmp_path / "dask" / "manifest.json").read_text())
     assert m["parameters"]["tiling"]["n_tiles"] == 6
+
+
+def _executed(addr: str) -> int:
+    import distributed
+
+    with distributed.Client(addr, timeout=10) as c:
+        return sum(c.run(lambda dask_worker: dask_worker.state.executed_count).values())
+
+
+@pytest.mark.dask
+@pytest.mark.network_local
+def test_a_tiled_aoi_shares_its_tiles_across_the_cluster_with_the_serial_outputs(cluster, tmp_path, monkeypatch, capsys):
+    """``s2watch run --tile-px N --executor dask``: an AOI detected in tiles is tracked by the
+    calling process while its tiles (every tile of every new acquisition) run on the workers;
+    a small AOI of the same run is one worker task; outputs and state equal the serial run's."""
+    for k in list(os.environ):
+        if k.startswith("S2WATCH_"):
+            monkeypatch.delenv(k)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(FAST_TOML)
+    tiny = tmp_path / "tiny-quay.geojson"
+    tiny.write_text(json.dumps(TINY))
+    big = "maaten-al-sarra"
+    args = ["--config", str(cfg), "run", big, str(tiny), "--tile-px", "400", "--halo-px", "64"]
+    assert main([*args, "--out", str(tmp_path / "serial")]) == 0
+    before = _executed(cluster)
+    assert main([*args, "--out", str(tmp_path / "dask"), "--executor", "dask", "--scheduler", cluster]) == 0
+    out = capsys.readouterr().out
+    assert f"{big}: ok, 4 new acquisition(s)" in out and "tiny-quay: ok, 4 new acquisition(s)" in out
+    m = json.loads((tmp_path / "dask" / big / "manifest.json").read_text())
+    n_tiles = m["parameters"]["tiling"]["n_tiles"]
+    assert n_tiles == 6 and "tiling" not in json.loads((tmp_path / "dask" / "tiny-quay" / "manifest.json").read_text())["parameters"]
+    # every tile of every used acquisition (and the tiny AOI) ran on the workers
+    assert _executed(cluster) - before >= n_tiles * 4 + 1
+    for aoi in (big, "tiny-quay"):
+        a, b = _outputs(tmp_path / "serial", aoi), _outputs(tmp_path / "dask", aoi)
+        assert sorted(a) == sorted(b) and "changes.geojson" in a
+        assert [n for n in a if a[n] != b[n]] == [], aoi
+        with State(tmp_path / "serial" / "state.sqlite") as s1, State(tmp_path / "dask" / "state.sqlite") as s2:
+            assert s1.snapshot(aoi) == s2.snapshot(aoi)
+    assert not list((tmp_path / "dask" / big / "runs").glob(".tmp-*"))
