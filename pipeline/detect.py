@@ -484,11 +484,13 @@ def _coregister(
 
 
 def _threshold(values: np.ndarray, method: str, *, dof: int, chi2_p: float, robust_k: float) -> float:
+    """The threshold of ``values`` (1-D, finite; overwritten by the ``robust`` method)."""
     if method == "none":
         return 0.0
-    if method == "robust":
-        med = float(np.median(values))
-        return med + robust_k * 1.4826 * float(np.median(np.abs(values - med)))
+    if method == "robust":  # ``values`` is the caller's own copy: both medians work in it in place
+        med = float(np.median(values, overwrite_input=True))
+        dev = np.abs(np.subtract(values, np.float32(med), out=values), out=values)
+        return med + robust_k * 1.4826 * float(np.median(dev, overwrite_input=True))
     from .kernels.thresholds import threshold
 
     if method == "chi2":
@@ -510,6 +512,20 @@ def _trim_extent(changed: np.ndarray, stat: np.ndarray, fraction: float) -> np.n
     out = np.zeros_like(changed)
     out[changed] = vals >= fraction * peak[lab]
     return out
+
+
+def _deltas_at(before: np.ndarray, after: np.ndarray, bands):
+    """Index deltas computed at given flat pixel positions only (the objects' pixels, a few
+    percent of the grid), for :func:`pipeline.objects.extract_objects`."""
+    from .kernels.metrics import index_deltas
+
+    def at(flat_index: np.ndarray) -> dict:
+        rows, cols = np.unravel_index(flat_index, before.shape[1:])
+        b = np.ascontiguousarray(before[:, rows, cols])[:, None, :]
+        a = np.ascontiguousarray(after[:, rows, cols])[:, None, :]
+        return {k: v[0] for k, v in index_deltas(b, a, bands=bands).items()}
+
+    return at
 
 
 def _persistence(
@@ -664,16 +680,25 @@ def detect(
         b_stack, a_stack = stack.between(*before), stack.between(*after)
     else:
         grid = aoi.grid()
-        stacks = []
+        found = []
         for wname, win in (("before", before), ("after", after)):
             with timer("search"):
                 acqs = source.search(aoi, win[0], win[1], max_cloud=params.max_cloud)
             log.info("%s window %s: %d acquisitions found", wname, _window_str(win), len(acqs))
             if not acqs:
                 raise _no_data(wname, win, None, 0)
-            with timer("read"):
-                stacks.append(source.read(aoi, acqs, grid=grid, bands=params.bands))
-        b_stack, a_stack = stacks
+            found.append(acqs)
+        # the before window is prepared and its DN and reflectance released before the after
+        # window is read: the after window reuses that memory (same result as preparing both)
+        with timer("read"):
+            b_stack = source.read(aoi, found[0], grid=grid, bands=params.bands)
+        reference = _prepare_reference(b_stack, params, before, timer, _inside(aoi, grid)).detached()
+        del b_stack
+        with timer("read"):
+            a_stack = source.read(aoi, found[1], grid=grid, bands=params.bands)
+        return detect_stacks(
+            aoi, None, a_stack, params=params, source_name=name, windows=(before, after), reference=reference, _timer=timer
+        )
     return detect_stacks(
         aoi, b_stack, a_stack, params=params, source_name=name, windows=(before, after), _timer=timer
     )
@@ -790,7 +815,7 @@ def detect_stacks(
             after_c = apply_normalisation(after_raw, norm, out=after_raw if inplace else None)
 
     with timer("kernels"):
-        from .kernels.metrics import cva, index_deltas
+        from .kernels.metrics import cva
 
         cva_map = cva(before_c, after_c)
         mb = _magnitude_band_index(params.bands, params.magnitude_bands)
@@ -802,7 +827,7 @@ def detect_stacks(
             filled = np.where(np.isfinite(magnitude), magnitude, 0.0)
             magnitude = np.where(both, ndimage.gaussian_filter(filled, params.smooth_px), np.nan).astype(np.float32)
         magnitude = np.asarray(CONTEXTS[params.context](magnitude, before_c, after_raw, params.bands, both, params), np.float32)
-        deltas = index_deltas(before_c, after_c, bands=params.bands)
+        deltas = _deltas_at(before_c, after_c, params.bands)
 
     with timer("threshold"):
         # the statistic tested: the magnitude, or IR-MAD's chi-square for the chi2 test

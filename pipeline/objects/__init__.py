@@ -132,7 +132,7 @@ def _check(name: str, arr, shape, dtype_kind: str | None = None) -> np.ndarray:
 def extract_objects(
     change_mask: np.ndarray,
     magnitude: np.ndarray,
-    deltas: Mapping[str, np.ndarray] | None,
+    deltas: "Mapping[str, np.ndarray] | Callable[[np.ndarray], Mapping[str, np.ndarray]] | None",
     grid: Grid,
     aoi: AOI,
     *,
@@ -155,6 +155,8 @@ def extract_objects(
     deltas : dict of str to (H, W) float32
         Index deltas after - before with keys among ``ndvi, ndbi, bsi, dbi, mndwi, brightness``
         (``brightness``: mean reflectance, 0-1); missing keys disable the rules needing them.
+        Or a callable giving the deltas of the objects' pixels only (see
+        :func:`pipeline.objects.label.region_table`).
     grid : Grid
         The grid of every array; object geometries are in ``grid.epsg``.
     aoi : AOI
@@ -196,7 +198,8 @@ def extract_objects(
     shape = grid.shape
     change_mask = _check("change_mask", change_mask, shape, "b")
     magnitude = _check("magnitude", magnitude, shape)
-    deltas = {k: _check(f"deltas[{k!r}]", v, shape) for k, v in (deltas or {}).items() if v is not None}
+    if not callable(deltas):
+        deltas = {k: _check(f"deltas[{k!r}]", v, shape) for k, v in (deltas or {}).items() if v is not None}
     for which, img in (("before_img", before_img), ("after_img", after_img)):
         if img is None:
             continue

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import shapely
@@ -116,9 +116,10 @@ def _region_means(flat_labels: np.ndarray, flat_index: np.ndarray, values: np.nd
     """Mean of the finite ``values`` per label 1..n (NaN when a region has no finite value).
 
     ``flat_index`` holds the flat positions of the labelled pixels and ``flat_labels`` their
-    labels, so each layer costs one gather over the objects only, not a pass over the grid.
+    labels, so each layer costs one gather over the objects only, not a pass over the grid;
+    ``flat_index`` None: ``values`` are already those of the labelled pixels.
     """
-    v = np.asarray(values).ravel()[flat_index].astype(np.float64)
+    v = np.asarray(values).ravel()[flat_index].astype(np.float64) if flat_index is not None else np.asarray(values, np.float64)
     finite = np.isfinite(v)
     lab = flat_labels[finite]
     sums = np.bincount(lab, weights=v[finite], minlength=n + 1)[: n + 1]
@@ -149,7 +150,7 @@ def _min_rect(region_mask: np.ndarray) -> tuple[float, float, float]:
 def region_table(
     labels: np.ndarray,
     magnitude: np.ndarray | None = None,
-    deltas: Mapping[str, np.ndarray] | None = None,
+    deltas: "Mapping[str, np.ndarray] | Callable[[np.ndarray], Mapping[str, np.ndarray]] | None" = None,
     *,
     before_img: np.ndarray | None = None,
     after_img: np.ndarray | None = None,
@@ -164,8 +165,10 @@ def region_table(
         Region labels, 0 background (from :func:`label_regions`).
     magnitude : (H, W) float32, optional
         Change magnitude (unitless); NaN ignored.
-    deltas : dict of str to (H, W) float32, optional
-        Index deltas after - before (keys such as :data:`DELTA_KEYS`); NaN ignored.
+    deltas : dict of str to (H, W) float32, or callable, optional
+        Index deltas after - before (keys such as :data:`DELTA_KEYS`); NaN ignored. A callable
+        takes the flat indices of the labelled pixels ((n,) int64) and returns the deltas of those
+        pixels only (dict of str to (n,) float32), so they need not be computed over the grid.
     before_img, after_img : (B, H, W) float32, optional, keyword-only
         Reflectance (0-1) composites with band names ``bands``; NaN ignored.
     bands : sequence of str, keyword-only
@@ -197,10 +200,11 @@ def region_table(
     layers: dict[str, np.ndarray] = {}
     if magnitude is not None:
         layers["mean_magnitude"] = _check_2d("magnitude", magnitude, shape)
-    for key, arr in (deltas or {}).items():
-        if arr is None:
-            continue
-        layers[f"d_{key}"] = _check_2d(f"deltas[{key!r}]", arr, shape)
+    if not callable(deltas):
+        for key, arr in (deltas or {}).items():
+            if arr is None:
+                continue
+            layers[f"d_{key}"] = _check_2d(f"deltas[{key!r}]", arr, shape)
     for which, img in (("before", before_img), ("after", after_img)):
         if img is None:
             continue
@@ -219,6 +223,12 @@ def region_table(
     flat_index = np.flatnonzero(labels)
     flat_labels = labels.ravel()[flat_index]
     means = {k: _region_means(flat_labels, flat_index, v, n) for k, v in layers.items()}
+    if callable(deltas):
+        for key, vals in deltas(flat_index).items():
+            vals = np.asarray(vals)
+            if vals.shape != flat_index.shape:
+                raise UsageError(f"deltas[{key!r}] of the labelled pixels has shape {vals.shape}; expected {flat_index.shape}")
+            means[f"d_{key}"] = _region_means(flat_labels, None, vals, n)
     px_area = float(pixel_size_m) ** 2
     table: dict[int, dict] = {}
     for rp in props:

@@ -125,3 +125,28 @@ def test_region_table_rejects_mismatched_shapes():
         region_table(labels, before_img=np.zeros((2, 5, 5), np.float32))
     with pytest.raises(PipelineError, match="integer"):
         region_table(labels.astype(float))
+
+
+def test_region_table_takes_deltas_of_the_labelled_pixels_only():
+    """A callable gives the deltas of the labelled pixels (what detection passes: the deltas
+    are never computed over the whole grid); the means equal those of the full layers."""
+    rng = np.random.default_rng(5)
+    labels = np.zeros((60, 80), np.int32)
+    labels[5:15, 5:25] = 1
+    labels[30:50, 40:44] = 2
+    full = {"ndvi": rng.normal(size=labels.shape).astype(np.float32), "bsi": rng.normal(size=labels.shape).astype(np.float32)}
+    full["ndvi"][6, 6] = np.nan
+    asked = []
+
+    def at(flat_index):
+        asked.append(flat_index.size)
+        return {k: v.ravel()[flat_index] for k, v in full.items()}
+
+    dense = region_table(labels, deltas=full)
+    lazy = region_table(labels, deltas=at)
+    assert asked == [int((labels > 0).sum())]
+    for lab in (1, 2):
+        for key in ("d_ndvi", "d_bsi"):
+            assert lazy[lab][key] == dense[lab][key]
+    with pytest.raises(PipelineError, match=r"deltas\['ndvi'\] of the labelled pixels has shape"):
+        region_table(labels, deltas=lambda idx: {"ndvi": np.zeros(3, np.float32)})
