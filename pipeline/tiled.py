@@ -225,11 +225,12 @@ def _load_reference(path: Path):
 
 
 def _save_reference(path: Path, reference) -> None:
+    """Pickle a detached :class:`~pipeline.detect.Reference` to ``path`` atomically."""
     import pickle
 
     from .outputs.atomic import write_bytes
 
-    write_bytes(path, pickle.dumps(reference.detached(), protocol=pickle.HIGHEST_PROTOCOL))
+    write_bytes(path, pickle.dumps(reference, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _run_tile(tile: Tile, job: _TileJob) -> _TileResult:
@@ -239,7 +240,7 @@ def _run_tile(tile: Tile, job: _TileJob) -> _TileResult:
     window is kept there (:meth:`pipeline.detect.Reference.detached`, pickled) by the first
     task of the tile and reused by later ones, which then read only the after window.
     """
-    from .detect import _Timer, aoi_mask, detect_stacks, prepare_reference
+    from .detect import _inside, _prepare_reference, _Timer, aoi_mask, detect_stacks
 
     g = _sub_grid(job.grid, tile.outer)
     if not aoi_mask(job.aoi, g).any():
@@ -248,21 +249,21 @@ def _run_tile(tile: Tile, job: _TileJob) -> _TileResult:
     timer = _Timer()
     cache = Path(job.reference_cache) / f"tile-{tile.index}.pkl" if job.reference_cache else None
     ref = _load_reference(cache) if cache is not None else None
-    b = None
     try:
-        with timer("read"):
-            if ref is None:
+        if ref is None:  # the before window is prepared and released before the after one is read
+            with timer("read"):
                 b = job.source.read(job.aoi, job.before_acqs, grid=g, bands=p.bands)
-            a = job.source.read(job.aoi, job.after_acqs, grid=g, bands=p.bands)
-        if cache is not None and ref is None:
-            with timer("reference"):
-                ref = prepare_reference(job.aoi, b, params=p)
+            ref = _prepare_reference(b, p, job.windows[0], timer, _inside(job.aoi, g)).detached()
+            del b
+            if cache is not None:
                 _save_reference(cache, ref)
-        res = detect_stacks(job.aoi, b, a, params=p, source_name=job.source_name, windows=job.windows,
+        with timer("read"):
+            a = job.source.read(job.aoi, job.after_acqs, grid=g, bands=p.bands)
+        res = detect_stacks(job.aoi, None, a, params=p, source_name=job.source_name, windows=job.windows,
                             reference=ref, _timer=timer)
     except NoDataError as exc:
         return _TileResult(tile, skipped=f"no data: {exc}")
-    del b, a, ref
+    del a, ref
     r0, r1, c0, c1 = tile.core
     o0, _, q0, _ = tile.outer
     sl = (slice(r0 - o0, r1 - o0), slice(c0 - q0, c1 - q0))
