@@ -510,14 +510,13 @@ def _threshold(values: np.ndarray, method: str, *, dof: int, chi2_p: float, robu
 def _trim_extent(changed: np.ndarray, stat: np.ndarray, fraction: float, *, radius_px: int = 0) -> np.ndarray:
     """Pixels of ``changed`` at or above ``fraction`` x a peak of ``stat``: the peak of their
     connected region (``radius_px`` 0) or the local peak over changed pixels within ``radius_px``
-    (a square window; one float32 (H, W) temporary and a separable maximum filter)."""
+    (:func:`pipeline.kernels.thresholds.local_peak_keep`)."""
     from scipy import ndimage
 
     if radius_px > 0:
-        vals = np.zeros(changed.shape, np.float32)
-        vals[changed] = stat[changed]  # finite: changed pixels passed the threshold
-        peak = ndimage.maximum_filter(vals, size=2 * radius_px + 1)
-        return changed & (vals >= fraction * peak)
+        from .kernels.thresholds import local_peak_keep
+
+        return local_peak_keep(changed, stat, fraction, radius_px=radius_px)  # stat finite where changed
 
     labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
     if n == 0:
