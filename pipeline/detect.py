@@ -129,6 +129,14 @@ class DetectParams:
         Trims the halo a change gets from 20 m bands and sub-pixel shifts: within each connected
         changed region, pixels whose magnitude is below ``extent_fraction`` x the region's peak
         magnitude are dropped (a half-maximum-like outline). 0 disables. Default 0.4.
+    extent_radius_px : int
+        Where the peak of ``extent_fraction`` is taken: 0, the peak of the whole connected region;
+        r > 0, the local peak within r pixels (a (2r+1)^2 window). A halo is a local effect (the
+        20 m bands and the smoothing spread a change over 1-2 pixels, a residual shift over
+        another), so it is trimmed against the change that casts it; with the region-wide peak
+        one strong pixel (a bright new roof) erased the weaker but real change joined to it
+        through its halo (real OSCD pairs: pooled pixel recall 0.38 -> 0.43 at r = 3, precision
+        0.45 -> 0.44). Default 3 (70 m window: halo plus misregistration with room to spare).
     min_persistence : int
         A changed pixel must also be changed in at least this many individual clear after
         acquisitions. Default 2.
@@ -162,6 +170,7 @@ class DetectParams:
     chi2_p: float = 0.001
     smooth_px: float = 0.0
     extent_fraction: float = 0.4
+    extent_radius_px: int = 3
     min_persistence: int = 2
     persistence_factor: float = 0.75
     objects: ObjectParams = field(default_factory=ObjectParams)
@@ -191,6 +200,8 @@ class DetectParams:
             raise UsageError(f"nochange_min_fraction must be in [0, 1], got {self.nochange_min_fraction}")
         if not 0.0 <= self.min_clear_fraction <= 1.0:
             raise UsageError(f"min_clear_fraction must be in [0, 1], got {self.min_clear_fraction}")
+        if not (isinstance(self.extent_radius_px, (int, np.integer)) and self.extent_radius_px >= 0):
+            raise UsageError(f"extent_radius_px must be a non-negative int, got {self.extent_radius_px!r}")
         if self.min_persistence < 0:
             raise UsageError(f"min_persistence must be >= 0, got {self.min_persistence}")
         if self.coreg_band not in self.bands:
@@ -498,9 +509,16 @@ def _threshold(values: np.ndarray, method: str, *, dof: int, chi2_p: float, robu
     return float(threshold(values, method, sample=1_000_000))
 
 
-def _trim_extent(changed: np.ndarray, stat: np.ndarray, fraction: float) -> np.ndarray:
-    """Pixels of each connected region of ``changed`` at or above ``fraction`` x its peak ``stat``."""
+def _trim_extent(changed: np.ndarray, stat: np.ndarray, fraction: float, *, radius_px: int = 0) -> np.ndarray:
+    """Pixels of ``changed`` at or above ``fraction`` x a peak of ``stat``: the peak of their
+    connected region (``radius_px`` 0) or the local peak over changed pixels within ``radius_px``
+    (:func:`pipeline.kernels.thresholds.local_peak_keep`)."""
     from scipy import ndimage
+
+    if radius_px > 0:
+        from .kernels.thresholds import local_peak_keep
+
+        return local_peak_keep(changed, stat, fraction, radius_px=radius_px)  # stat finite where changed
 
     labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
     if n == 0:
@@ -844,7 +862,7 @@ def detect_stacks(
         with np.errstate(invalid="ignore"):
             changed = both & (stat > thr) & (cva_map >= params.min_cva)
         if params.extent_fraction > 0 and changed.any():
-            changed &= _trim_extent(changed, stat, params.extent_fraction)
+            changed &= _trim_extent(changed, stat, params.extent_fraction, radius_px=params.extent_radius_px)
         # the CVA level the changed pixels reach: persistence compares single dates against it
         cva_level = max(params.min_cva, float(np.nanpercentile(cva_map[changed], 5)) if changed.any() else params.min_cva)
 

@@ -428,3 +428,33 @@ def test_phenology_context_drops_pixels_vegetated_on_both_dates_only():
     assert _building_found(res)
     high = detect_stacks(aoi, b, a, params=DetectParams(**kw, context_ndvi=0.9))
     assert _field_flagged(high) > 0.5
+
+
+def test_extent_is_trimmed_against_the_local_peak_not_the_region_peak():
+    """Planted: the bright roof of the first test and, joined to its east side, a 80 x 160 m lot
+    brightened by 8 % (CVA about a third of the roof's). With the peak of the whole connected
+    region (``extent_radius_px=0``) the lot falls under 0.4 x the roof's peak and is erased; with
+    the local peak (default, 3 pixels) the lot is kept beyond the roof's 3-pixel reach, and the
+    roof keeps its planted outline either way."""
+    aoi = _aoi()
+    grid = aoi.grid()
+    b = _stack(grid, _dates(date(2024, 3, 1), 4))
+    a = _stack(grid, _dates(date(2025, 5, 1), 4), building=BUILDING)
+    lot = (slice(60, 68), slice(65, 81))
+    far = (slice(60, 68), slice(69, 80))  # more than 3 pixels from the roof, off the lot's rim
+    lit = np.round(a.data[:, :, lot[0], lot[1]].astype(np.float32) * 1.08).astype(np.uint16)
+    a.data[:, :, lot[0], lot[1]] = lit
+
+    def flagged(res, where):
+        c = res.class_map[where]
+        return float(((c > 0) & (c < NODATA_CODE)).mean())
+
+    region = detect_stacks(aoi, b, a, params=DetectParams(extent_radius_px=0))
+    local = detect_stacks(aoi, b, a)
+    assert DetectParams().extent_radius_px == 3
+    assert flagged(region, far) < 0.2, "the fixture must plant a change the region-wide trim erases"
+    assert flagged(local, far) > 0.9
+    for res in (region, local):
+        assert flagged(res, BUILDING) > 0.9
+    with pytest.raises(UsageError, match="extent_radius_px"):
+        DetectParams(extent_radius_px=-1)

@@ -507,6 +507,29 @@ def greater_mask(values, t, mask, use_mask, out):
 
 
 @njit(**FLAGS)
+def local_peak_keep(changed, values, radius, fraction, out):
+    """out = changed & (values >= fraction x the largest value of a changed pixel within
+    ``radius`` pixels, a square window), over (H, W); only changed pixels read their window."""
+    H, W = changed.shape
+    for i in prange(H):
+        i0 = max(0, i - radius)
+        i1 = min(H, i + radius + 1)
+        for j in range(W):
+            if not changed[i, j]:
+                out[i, j] = False
+                continue
+            v = values[i, j]
+            peak = v
+            j0 = max(0, j - radius)
+            j1 = min(W, j + radius + 1)
+            for ii in range(i0, i1):
+                for jj in range(j0, j1):
+                    if changed[ii, jj] and values[ii, jj] > peak:
+                        peak = values[ii, jj]
+            out[i, j] = v >= fraction * peak
+
+
+@njit(**FLAGS)
 def finite_minmax(values, mask, use_mask):
     """(min, max, count) of the finite values (inside ``mask``) of a (H, W) float array."""
     H, W = values.shape

@@ -17,6 +17,11 @@ hold wins:
 3. ``vegetation``: NDVI change dominant, the vegetated side vegetated; vegetation cleared down to
    bare soil (after NDVI bare, BSI or SWIR up) is not a vegetation change but ground work and is
    classed by the rules below (``earthworks``, variant ``cleared``, unless a structure is built).
+   Nor is vegetation *replaced* by another surface (``ClassifyThresholds.replaced_vegetation``):
+   a loss that brightens the visible bands (green plants are dark there; soil, roofs and paving
+   are not): ``earthworks`` (variant ``cleared``) when soil shows (BSI or SWIR up), else ``other``
+   (variant ``vegetation_replaced``). A vegetation change is then a swing of the plants on
+   ground that stays natural: growth, thinning, a darkening or unchanged visible.
 4. ``new_structure``: brightening, compact and roughly rectangular, with a built-up signature
    (SWIR falling relative to the visible bands, DBI up or BSI down: sand has the opposite
    signature) on ground that was bare; or darkening with at least two built-up signs and a
@@ -112,6 +117,13 @@ class ClassifyThresholds:
         which can have MNDWI > 0 and a dark NIR in a winter scene, are brighter). 0.05.
     vegetated_ndvi_min : float
         Smallest NDVI of the vegetated side (after for growth, before for loss). 0.25.
+    replaced_vegetation : bool
+        A vegetation loss (NDVI down by ``ndvi_min``) that brightens the visible bands by
+        ``brightness_min`` or more is vegetation replaced by another surface, not a vegetation
+        change (see the module docstring). On real OSCD pairs such objects were mostly labelled
+        urban change. Caveat: plants drying to straw also brighten the visible; with BSI or SWIR
+        up they are then named ``earthworks`` (``cleared``), as a harvest down to bare soil
+        already was. True; False restores the NDVI-only rule.
     thin_width_m : float
         Objects whose minimum rotated rectangle is at most this wide (metres; 4 pixels) skip the
         rectangularity test: rasterised thin rotated shapes are staircases (a 21 m wide diagonal
@@ -136,6 +148,7 @@ class ClassifyThresholds:
     water_nir_max: float = 0.15
     water_swir_max: float = 0.05
     vegetated_ndvi_min: float = 0.25
+    replaced_vegetation: bool = True
     thin_width_m: float = 40.0
 
 
@@ -400,7 +413,9 @@ def classify_rules(
         and after_ndvi <= t.bare_ndvi_max
         and ((dS is not None and dS >= t.bsi_min) or (d_swir is not None and d_swir >= t.swir_rise_min))
     )
-    if dN is not None and absN >= t.ndvi_min and absN >= absS and vegetated and not cleared:
+    # vegetation replaced by a surface brighter in the visible (green plants are dark there)
+    replaced = t.replaced_vegetation and dN is not None and dN <= -t.ndvi_min and dB is not None and dB >= t.brightness_min
+    if dN is not None and absN >= t.ndvi_min and absN >= absS and vegetated and not cleared and not replaced:
         conf = 0.5 + 0.4 * _ramp(absN, t.ndvi_min, 3 * t.ndvi_min) + 0.1 * (absN >= 2 * absS)
         variant = "growth" if dN > 0 else "loss"
         return done("vegetation", variant, conf, f"NDVI {'rose' if dN > 0 else 'fell'} by {absN:.2f}, the dominant index change")
@@ -480,9 +495,9 @@ def classify_rules(
             why.append(f"SWIR rose by {d_swir:.3f} reflectance with a brightness change")
         if irregular:
             why.append("irregular shape")
-        if cleared:
-            why.append(f"vegetation cleared (NDVI fell by {absN:.2f} to {after_ndvi:.2f})")
-        return done("earthworks", "cleared" if cleared else "bare_soil", conf, "bare soil exposed: " + ", ".join(why))
+        if cleared or replaced:
+            why.append(f"vegetation cleared (NDVI fell by {absN:.2f}" + (f" to {after_ndvi:.2f})" if after_ndvi is not None else ")"))
+        return done("earthworks", "cleared" if cleared or replaced else "bare_soil", conf, "bare soil exposed: " + ", ".join(why))
 
     # 7. surface change on paved areas ---------------------------------------------------------
     if on_paved and (absB >= t.brightness_min or absS >= t.bsi_min or (dD is not None and abs(dD) >= t.dbi_min)):
@@ -497,6 +512,13 @@ def classify_rules(
 
     # 8. other ---------------------------------------------------------------------------------
     mag = _get(props, "mean_magnitude")
+    if replaced:
+        return done(
+            "other",
+            "vegetation_replaced",
+            0.4 + 0.2 * _ramp(absN, t.ndvi_min, 3 * t.ndvi_min),
+            f"vegetation replaced by a brighter surface (NDVI fell by {absN:.2f}, brightness rose by {dB:.3f})",
+        )
     conf = 0.3 if mag is None else 0.2 + 0.2 * _ramp(mag, 0.0, 3.0)
     return done("other", "unexplained", conf, "change detected but no class rule matched")
 

@@ -127,3 +127,32 @@ def test_apply_threshold_with_mask():
     mask = np.zeros(img.shape, bool)
     mask[:, ::3] = True
     np.testing.assert_array_equal(apply_threshold(img, 1.5, mask=mask), (img > np.float32(1.5)) & mask)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_local_peak_keep_matches_a_maximum_filter(radius, dtype):
+    """Oracle: scipy's maximum filter over the changed values (0 elsewhere; values positive),
+    edges clipped; NaN outside ``changed`` is ignored."""
+    from scipy import ndimage
+
+    from pipeline.kernels.thresholds import local_peak_keep
+
+    rng = np.random.default_rng(radius)
+    values = rng.uniform(0.1, 10.0, (37, 53)).astype(dtype)
+    changed = rng.random((37, 53)) < 0.3
+    values[~changed & (rng.random((37, 53)) < 0.5)] = np.nan
+    filled = np.where(changed, values, 0.0).astype(np.float32)
+    peak = ndimage.maximum_filter(filled, size=2 * radius + 1, mode="constant", cval=0.0)
+    expected = changed & (filled >= np.float32(0.4) * peak)
+    got = local_peak_keep(changed, values, 0.4, radius_px=radius)
+    assert got.dtype == bool and np.array_equal(got, expected)
+    # a weak pixel 5 pixels from a strong one goes within a radius of 5, stays with a radius of 4
+    c = np.zeros((1, 12), bool)
+    c[0, [0, 5]] = True
+    v = np.zeros((1, 12), np.float32)
+    v[0, 0], v[0, 5] = 10.0, 1.0
+    assert local_peak_keep(c, v, 0.4, radius_px=4)[0].tolist() == [True] + [False] * 4 + [True] + [False] * 6
+    assert local_peak_keep(c, v, 0.4, radius_px=5)[0].tolist() == [True] + [False] * 11
+    with pytest.raises(UsageError, match="radius_px"):
+        local_peak_keep(c, v, 0.4, radius_px=-1)

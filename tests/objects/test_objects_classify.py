@@ -209,8 +209,12 @@ def test_bright_roof_is_neither_water_nor_vegetation_loss():
     loss (sand was never vegetated)."""
     cls, _, ev = classify_region(props(SAND, ROOF, brightness=0.18, mndwi=0.33, ndvi=-0.13, bsi=-0.13, dbi=0.55))
     assert cls == "new_structure", ev
+    # a field replaced by bright sand is no vegetation change (replaced_vegetation, the default);
+    # the NDVI-only rule called it one
     field = {**SAND, "B04": 0.06, "B08": 0.40}
-    assert classify_region(props(field, SAND, ndvi=-0.5, brightness=0.15))[2]["rule"] == "vegetation.loss"
+    assert classify_region(props(field, SAND, ndvi=-0.5, brightness=0.15))[2]["rule"] == "other.vegetation_replaced"
+    ndvi_only = ClassifyThresholds(replaced_vegetation=False)
+    assert classify_region(props(field, SAND, ndvi=-0.5, brightness=0.15), thresholds=ndvi_only)[2]["rule"] == "vegetation.loss"
 
 
 def test_dark_built_up_patch_is_new_structure_but_shadow_is_not():
@@ -255,3 +259,22 @@ def test_vegetation_cleared_to_bare_soil_is_earthworks_not_vegetation():
     thinner = {**SAND, "B04": 0.12, "B08": 0.32}
     assert classify_region(props(field, thinner, ndvi=-0.29, bsi=0.12))[2]["rule"] == "vegetation.loss"
     assert classify_region(props(SAND, field, ndvi=0.69, bsi=-0.12))[2]["rule"] == "vegetation.growth"
+
+
+def test_vegetation_replaced_by_a_brighter_surface_is_not_a_vegetation_change():
+    """A crop (NDVI 0.82) built over with roofs and gardens (NDVI 0.43, visible 0.047 brighter):
+    not a vegetation change but vegetation replaced; with BSI up, ground work (earthworks.cleared,
+    though the after NDVI is above the bare-soil bar of the ``cleared`` rule); the same NDVI loss
+    with a darkening visible stays a vegetation loss, and so does everything with the option off."""
+    crop = {"B02": 0.03, "B03": 0.06, "B04": 0.04, "B08": 0.40, "B11": 0.22, "B12": 0.10}
+    built = {"B02": 0.08, "B03": 0.09, "B04": 0.10, "B08": 0.25, "B11": 0.20, "B12": 0.15}
+    kw = dict(ndvi=-0.39, rectangularity=0.5, solidity=0.6)
+    cls, conf, ev = classify_region(props(crop, built, brightness=0.047, **kw))
+    assert (cls, ev["rule"]) == ("other", "other.vegetation_replaced"), ev
+    assert "vegetation replaced" in ev["reason"] and 0.4 <= conf <= 0.6
+    cls, _, ev = classify_region(props(crop, built, brightness=0.047, bsi=0.2, **kw))
+    assert ev["rule"] == "earthworks.cleared", ev
+    assert classify_region(props(crop, built, brightness=-0.01, **kw))[2]["rule"] == "vegetation.loss"
+    off = ClassifyThresholds(replaced_vegetation=False)
+    for extra in ({}, {"bsi": 0.2}):
+        assert classify_region(props(crop, built, brightness=0.047, **kw, **extra), thresholds=off)[2]["rule"] == "vegetation.loss"
