@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 
 IRMAD_SAMPLE = 200_000
 """IR-MAD statistics use at most this many random pixels (the transform covers every pixel)."""
-FIT_SAMPLE = 500_000
-"""No-change pixels the orthogonal regression is fitted on at most (an even subsample)."""
+FIT_SAMPLE = 100_000
+"""No-change pixels the orthogonal regression is fitted on at most (an even subsample). The 2 x B
+parameters need no more: on the 4096^2 bench pair, 100 000 instead of 500 000 pixels moved the
+normalised reflectance by at most 2e-4 at a reflectance of 0.3 (sensor noise is about 5e-3), and the
+fit, with its trimming medians, went from about 1 s to 0.2 s, whatever the AOI's size."""
 NOCHANGE_SAMPLE = 2_000_000
 """Valid pixels IR-MAD judges for the no-change set at most (an even subsample)."""
 _ROW = 4096  # the judged subsample is laid out in rows of this many pixels
@@ -138,7 +141,7 @@ def fit_normalisation(
             f"radiometric normalisation: only {n} no-change pixels with data in both composites "
             f"(need {min_pixels}); the windows overlap too little or changed everywhere"
         )
-    if idx.size > FIT_SAMPLE:  # an even subsample: the fit of 6 gains and offsets needs no more
+    if idx.size > FIT_SAMPLE:  # an even subsample: the fit of B gains and offsets needs no more
         idx = idx[:: -(-idx.size // FIT_SAMPLE)]
     n = idx.size
     X = target.reshape(B, -1)[:, idx].astype(np.float64)  # (B, n)
