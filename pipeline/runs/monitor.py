@@ -278,7 +278,8 @@ def _publish(run_dir: Path, files: dict[str, Path], root: Path) -> None:
 class _Tracker:
     """Processes one AOI's new acquisitions against its reference.
 
-    The reference is read and prepared once per run. An AOI that :func:`pipeline.tiled.tile_size`
+    The reference is read and prepared once per run and only its composite, records and
+    co-registration image are kept (:meth:`pipeline.detect.Reference.detached`). An AOI that :func:`pipeline.tiled.tile_size`
     tiles (``cfg.tile_px``) is detected tile by tile on ``tile_executor`` (default: here), in
     bounded memory: each tile prepares its share of the reference at the run's first acquisition
     and keeps it in ``ROOT/<aoi>/runs/.tmp-<run-id>-reference/`` (removed by :meth:`close`, or by
@@ -296,7 +297,6 @@ class _Tracker:
         self.tile_executor = tile_executor
         self.reference_cache = self.root / "runs" / f".tmp-{run_id}-reference" if self.tile_px is not None else None
         self._ref_acqs = None
-        self._ref_stack = None
         self._reference = None  # the prepared before window (pipeline.detect.Reference)
 
     def reference_acquisitions(self, period: tuple[date, date]) -> list:
@@ -310,12 +310,6 @@ class _Tracker:
             self._ref_acqs = acqs
         return self._ref_acqs
 
-    def reference_stack(self, period: tuple[date, date]):
-        if self._ref_stack is None:
-            acqs = self.reference_acquisitions(period)
-            self._ref_stack = self.source.read(self.aoi, acqs, grid=self.grid, bands=self.params.bands)
-        return self._ref_stack
-
     def detect_one(self, period, acq):
         from ..detect import detect_stacks, prepare_reference
 
@@ -328,18 +322,20 @@ class _Tracker:
                 tile_px=self.tile_px, halo_px=self.cfg.halo_px, executor=self.tile_executor,
                 acquisitions=(self.reference_acquisitions(period), [acq]), reference_cache=self.reference_cache,
             )
-        ref = self.reference_stack(period)
-        if self._reference is None:  # masked, co-registered and composited once per run
-            self._reference = prepare_reference(self.aoi, ref, params=self.params)
+        if self._reference is None:  # masked, co-registered and composited once per run; the
+            # before stack and reflectance are then dropped (only the composite is compared with)
+            stack = self.source.read(self.aoi, self.reference_acquisitions(period), grid=self.grid, bands=self.params.bands)
+            self._reference = prepare_reference(self.aoi, stack, params=self.params).detached()
+            del stack
         after = self.source.read(self.aoi, [acq], grid=self.grid, bands=self.params.bands)
         return detect_stacks(
-            self.aoi, ref, after, params=self.params, source_name=self.source.name,
+            self.aoi, None, after, params=self.params, source_name=self.source.name,
             windows=(period, (acq.date, acq.date)), reference=self._reference,
         )
 
     def close(self) -> None:
         """Drop the prepared reference (and the tiles' cache folder)."""
-        self._ref_stack = self._reference = None
+        self._reference = None
         if self.reference_cache is not None:
             shutil.rmtree(self.reference_cache, ignore_errors=True)
 
