@@ -114,6 +114,19 @@ def cluster(tmp_path_factory):
             fh.close()
 
 
+@pytest.fixture
+def run_files(tmp_path, monkeypatch):
+    """A clean environment, the fast configuration and the tiny AOI file: ``(config, aoi path)``."""
+    for k in list(os.environ):
+        if k.startswith("S2WATCH_"):
+            monkeypatch.delenv(k)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(FAST_TOML)
+    tiny = tmp_path / "tiny-quay.geojson"
+    tiny.write_text(json.dumps(TINY))
+    return cfg, tiny
+
+
 def _outputs(root: Path, aoi: str) -> dict:
     out = {}
     for p in sorted((root / aoi).iterdir()):
@@ -131,14 +144,8 @@ def _outputs(root: Path, aoi: str) -> dict:
 
 @pytest.mark.dask
 @pytest.mark.network_local
-def test_dask_cluster_gives_the_serial_outputs(cluster, tmp_path, monkeypatch, capsys):
-    for k in list(os.environ):
-        if k.startswith("S2WATCH_"):
-            monkeypatch.delenv(k)
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(FAST_TOML)
-    tiny = tmp_path / "tiny-quay.geojson"
-    tiny.write_text(json.dumps(TINY))
+def test_dask_cluster_gives_the_serial_outputs(cluster, run_files, tmp_path, capsys):
+    cfg, tiny = run_files
     args = ["--config", str(cfg), "run", AOI, str(tiny)]
     assert main([*args, "--out", str(tmp_path / "serial")]) == 0
     assert main([*args, "--out", str(tmp_path / "dask"), "--executor", "dask", "--scheduler", cluster]) == 0
@@ -215,17 +222,11 @@ def _executed(addr: str) -> int:
 
 @pytest.mark.dask
 @pytest.mark.network_local
-def test_a_tiled_aoi_shares_its_tiles_across_the_cluster_with_the_serial_outputs(cluster, tmp_path, monkeypatch, capsys):
+def test_a_tiled_aoi_shares_its_tiles_across_the_cluster_with_the_serial_outputs(cluster, run_files, tmp_path, capsys):
     """``s2watch run --tile-px N --executor dask``: an AOI detected in tiles is tracked by the
     calling process while its tiles (every tile of every new acquisition) run on the workers;
     a small AOI of the same run is one worker task; outputs and state equal the serial run's."""
-    for k in list(os.environ):
-        if k.startswith("S2WATCH_"):
-            monkeypatch.delenv(k)
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(FAST_TOML)
-    tiny = tmp_path / "tiny-quay.geojson"
-    tiny.write_text(json.dumps(TINY))
+    cfg, tiny = run_files
     big = "maaten-al-sarra"
     args = ["--config", str(cfg), "run", big, str(tiny), "--tile-px", "400", "--halo-px", "64"]
     assert main([*args, "--out", str(tmp_path / "serial")]) == 0
