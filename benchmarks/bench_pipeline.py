@@ -5,7 +5,8 @@ plain MAD, and a monitoring series of acquisitions.
    polygon is that square inset by the 200 m processing buffer, 1645 km^2) read from local
    per-band COGs (the six compared bands B02 B03 B04 B08 B11 B12 at 10 m, plus B8A and SCL at 20 m
    because ``s2watch detect`` reads B8A too) through a local STAC catalog built by ``s2watch stac build``,
-   timed as a child process (wall time, peak RSS), against ``otbcli_MultivariateAlterationDetector``
+   timed as a child process (wall time, peak RSS; the median of ``--repeat`` runs, default 3, after an
+   untimed warm-up), against ``otbcli_MultivariateAlterationDetector`` (the median of as many runs)
    on the same six-band pair (Debian ``otb-bin``; installed on demand by ``ensure_otb``). Target: the whole
    pipeline faster than OTB's MAD alone; canonical correlations of our MAD
    (``pipeline.kernels.irmad`` with one iteration = plain MAD) equal to OTB's to 1e-3.
@@ -20,7 +21,7 @@ plain MAD, and a monitoring series of acquisitions.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_pipeline.py            # full: ~2 min + ~40 min monitoring
+    .venv/bin/python benchmarks/bench_pipeline.py            # full: ~3 min detect, ~3 min monitoring, ~10 min scale
     .venv/bin/python benchmarks/bench_pipeline.py --only detect --acquisitions 20  # one section / fewer
     .venv/bin/python benchmarks/bench_pipeline.py --quick    # 512 px pair; 5 acquisitions on 3 km, 60-day reference
 
