@@ -38,6 +38,7 @@ __all__ = [
     "scl_mask",
     "spectral_cloud_mask",
     "haze_shadow_mask",
+    "surface_guard",
     "dilate",
     "mask_stack",
 ]
@@ -66,6 +67,20 @@ class MaskParams:
     cloud_blue_alone : float
         In windows of fewer than 3 acquisitions (no median), the ``B02`` a cloud must exceed
         instead. Default 0.3.
+    surface_max_px : int
+        Single-date guard (windows of fewer than 3 acquisitions, see :func:`surface_guard`): the
+        largest cloud-like body, in 10 m pixels (8-connected pixels passing the cloud test with
+        ``cloud_blue``), that can be a bright man-made surface and is kept clear. Default 200
+        (2 ha: a large warehouse is ~1 ha with its mixed edge pixels; a cumulus is larger).
+        0 turns the guard off.
+    surface_clearance_px : int
+        Such a body is kept only when no larger body (a cloud) lies within this distance, in
+        10 m pixels: cloud fields shed small fragments near their main body. Default 100 (1 km).
+    surface_edge_ratio : float
+        Such a body is kept only when its edge is sharp: the median ``B02`` of the ring 2-3
+        pixels outside it is at most this fraction of the median ``B02`` of its core (its pixels
+        above ``cloud_blue_alone``): clouds fade out over hundreds of metres, a roof ends
+        within a pixel. Default 0.6.
     haze_blue_excess : float
         Minimum ``B02`` excess over the clear median (reflectance) for haze. Default 0.04.
     haze_swir_share : float
@@ -85,6 +100,9 @@ class MaskParams:
     cloud_swir_ratio: float = 1.0
     cloud_excess: float = 0.06
     cloud_blue_alone: float = 0.3
+    surface_max_px: int = 200
+    surface_clearance_px: int = 100
+    surface_edge_ratio: float = 0.6
     haze_blue_excess: float = 0.04
     haze_swir_share: float = 0.5
     shadow_ratio: float = 0.65
@@ -187,6 +205,81 @@ def spectral_cloud_mask(refl: np.ndarray, bands: Sequence[str], *, params: MaskP
         return (b02 > p.cloud_blue) & (white > p.cloud_whiteness) & (swir < p.cloud_swir_ratio)
 
 
+def surface_guard(refl: np.ndarray, bands: Sequence[str], *, params: MaskParams | None = None) -> np.ndarray:
+    """Small, sharp-edged, isolated bright bodies: man-made surfaces (roofs), not clouds.
+
+    Without a window median (fewer than 3 acquisitions) a new bright roof passes the spectral
+    cloud test. A body of the cloud test (8-connected pixels of :func:`spectral_cloud_mask`) is
+    taken as a surface when all of these hold:
+
+    * it covers at most ``surface_max_px`` pixels (a large warehouse is ~1 ha, a cumulus more);
+    * no body larger than that lies within ``surface_clearance_px`` (fragments of a cloud field
+      sit next to its main body);
+    * its edge is sharp: the median ``B02`` 2-3 pixels outside it is at most
+      ``surface_edge_ratio`` times the median ``B02`` of its core (pixels above
+      ``cloud_blue_alone``): cloud edges fade out.
+
+    Parameters
+    ----------
+    refl : (B, H, W) float32
+        One observation, harmonised reflectance (0-1), NaN where no data.
+    bands : sequence of str
+        Band names of axis 0; needs ``B02``, ``B04``, ``B8A``, ``B11``.
+
+    Returns
+    -------
+    (H, W) bool
+        True on the bodies taken as surfaces.
+
+    Notes
+    -----
+    Cost: one labelling of the cloud-test pixels, a block-max and a dilation on a 10x coarser
+    grid for the clearance (which then reaches 100-130 % of ``surface_clearance_px``:
+    conservative), and a small crop per candidate body. Used by :func:`mask_stack` only for
+    windows of fewer than 3 acquisitions (with more, the window median tells roofs from clouds).
+    """
+    p = params or MaskParams()
+    loose = spectral_cloud_mask(refl, bands, params=p)
+    keep = np.zeros(loose.shape, dtype=bool)
+    if p.surface_max_px <= 0 or not loose.any():
+        return keep
+    lab, n = ndimage.label(loose, structure=np.ones((3, 3), dtype=bool))
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    small = sizes <= p.surface_max_px
+    small[0] = False
+    big = sizes[lab] > p.surface_max_px
+    if big.any():
+        # clearance on a 10x coarser grid: a coarse cell is "near" when a big body lies within
+        # the clearance of any of its pixels
+        f = 10
+        H, W = big.shape
+        pad = np.zeros((-(-H // f) * f, -(-W // f) * f), dtype=bool)
+        pad[:H, :W] = big
+        coarse = pad.reshape(pad.shape[0] // f, f, pad.shape[1] // f, f).any(axis=(1, 3))
+        coarse = dilate(coarse, -(-p.surface_clearance_px // f) + 1)
+        near = np.repeat(np.repeat(coarse, f, axis=0), f, axis=1)[:H, :W]
+        small &= np.bincount(lab[near], minlength=n + 1) == 0
+    b02 = _band(refl, bands, "B02")
+    inner_se = np.ones((3, 3), dtype=bool)
+    outer_se = _disk(3)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl is None or not small[i]:
+            continue
+        sl = tuple(slice(max(s.start - 4, 0), s.stop + 4) for s in sl)
+        body = lab[sl] == i
+        ring = ndimage.binary_dilation(body, structure=outer_se) & ~ndimage.binary_dilation(body, structure=inner_se)
+        crop = b02[sl]
+        ring &= ~loose[sl] & np.isfinite(crop)
+        if not ring.any():
+            continue
+        core = body & (crop > p.cloud_blue_alone)  # the bright core (the whole body if none)
+        core = core if core.any() else body
+        if np.median(crop[ring]) <= p.surface_edge_ratio * np.median(crop[core]):
+            keep[sl] |= body
+    return keep
+
+
 def haze_shadow_mask(
     refl: np.ndarray, bands: Sequence[str], reference: np.ndarray, *, params: MaskParams | None = None
 ) -> np.ndarray:
@@ -269,6 +362,11 @@ def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False):
         b02 = list(bands).index("B02")
         with np.errstate(invalid="ignore"):
             cand &= refl[:, b02] > p.cloud_blue_alone
+        # no median to tell a new bright roof from a cloud: keep small, sharp-edged, isolated
+        # bodies (surface_guard)
+        for t in range(T):
+            if cand[t].any():
+                cand[t] &= ~surface_guard(refl[t], bands, params=p)
     bad |= cand
     first = data_ok & ~dilate(bad, p.dilate_px)
     if T >= 3:

@@ -94,3 +94,77 @@ def test_mask_stack_unknown_method_lists_valid_names():
         mask_stack(np.zeros((1, 6, 4, 4), np.float32), BANDS, method="magic")
     with pytest.raises(ValueError, match="SCL"):
         mask_stack(np.zeros((1, 6, 4, 4), np.float32), BANDS, method="scl")
+
+
+GROUND = (0.06, 0.08, 0.08, 0.25, 0.20, 0.12)  # mixed town and grass, dark in the visible
+ROOF = (0.38, 0.39, 0.40, 0.44, 0.40, 0.35)  # bright white metal roof: passes the cloud test
+
+
+def _fractal_alpha(h, w, *, centre, radius_px, edge_px, seed):
+    """Cloud opacity (0-1): a fractal blob (octaves of smoothed noise over a radial envelope of
+    ``radius_px``) whose edge fades out over about ``edge_px`` pixels (smoothstep)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    noise = sum(ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), s) * s for s in (2, 4, 8, 16))
+    noise /= noise.std()
+    y, x = np.mgrid[0:h, 0:w]
+    env = 1.0 - np.hypot(y - centre[0], x - centre[1]) / radius_px
+    x01 = np.clip((env + 0.15 * noise) * radius_px / edge_px, 0.0, 1.0)
+    return (x01 * x01 * (3.0 - 2.0 * x01)).astype(np.float32)
+
+
+def _single_date_scene():
+    """Planted on one date, 10 m pixels, 300 x 300 (3 km), dark town-and-grass ground:
+
+    * a fractal cumulus ~1.2 km across, edges fading over ~250 m, centred at (100, 100);
+    * a small fragment of it (~120 px of cloud-test pixels, below the surface area bound)
+      centred at (100, 185), ~100 m off the cumulus edge;
+    * a soft isolated puff ~300 m across centred at (60, 250);
+    * a bright rectangular roof of 10 x 12 px (1.2 ha) at rows 230-239, columns 200-211,
+      sharp-edged, more than 1 km from the cumulus.
+    """
+    h = w = 300
+    rng = np.random.default_rng(5)
+    ground = _image(GROUND, h, w) + rng.normal(0, 0.004, (6, h, w)).astype(np.float32)
+    alpha = np.maximum.reduce([
+        _fractal_alpha(h, w, centre=(100, 100), radius_px=60, edge_px=25, seed=1),
+        _fractal_alpha(h, w, centre=(100, 185), radius_px=10, edge_px=6, seed=3),
+        _fractal_alpha(h, w, centre=(60, 250), radius_px=15, edge_px=10, seed=2),
+    ])
+    cloud = np.asarray(CLOUD, np.float32)[:, None, None]
+    refl = (1.0 - alpha) * ground + alpha * cloud
+    refl[:, 230:240, 200:212] = np.asarray(ROOF, np.float32)[:, None, None]
+    return refl[None], alpha
+
+
+ROOF_ZONE = (slice(225, 245), slice(195, 217))  # the roof and its 3-pixel dilation ring
+
+
+def test_single_date_keeps_sharp_small_roof_but_masks_fractal_and_soft_clouds():
+    """Without a window median, the bright roof passes the spectral cloud test; the surface guard
+    keeps it (small, sharp-edged, far from any cloud body) while the cumulus, its fragment and
+    the puff stay masked exactly as without the guard. With the guard off (``surface_max_px=0``)
+    the roof is masked: the guard is what keeps it."""
+    refl, alpha = _single_date_scene()
+    assert spectral_cloud_mask(refl[0], BANDS)[230:240, 200:212].all()  # the roof looks like cloud
+    r = mask_stack(refl, BANDS, method="spectral")
+    assert r.clear[0, 230:240, 200:212].all()
+    off = mask_stack(refl, BANDS, method="spectral", params=MaskParams(surface_max_px=0))
+    assert not off.clear[0, 230:240, 200:212].any()
+    opaque = alpha > 0.6
+    assert opaque[:, :170].sum() > 5000 and opaque[80:120, 172:200].sum() > 50 and opaque[:, 230:].sum() > 200
+    assert not r.clear[0][opaque].any()
+    outside = np.ones(alpha.shape, bool)
+    outside[ROOF_ZONE] = False
+    np.testing.assert_array_equal(r.clear[0][outside], off.clear[0][outside])
+    # the fragment is small and soft: it is masked because the cumulus is near
+    near_off = mask_stack(refl, BANDS, method="spectral", params=MaskParams(surface_clearance_px=0))
+    assert near_off.clear[0, 80:120, 172:200][opaque[80:120, 172:200]].all()
+
+
+def test_surface_guard_only_without_a_window_median():
+    """With 3 dates the median test decides: a roof on all three dates is kept, the guard is not used."""
+    refl, _ = _single_date_scene()
+    r = mask_stack(np.concatenate([refl] * 3), BANDS, method="spectral", params=MaskParams(surface_max_px=0))
+    assert r.clear[:, 230:240, 200:212].all()
