@@ -706,20 +706,45 @@ def detect(
             if not acqs:
                 raise _no_data(wname, win, None, 0)
             found.append(acqs)
-        # the before window is prepared and its DN and reflectance released before the after
-        # window is read: the after window reuses that memory (same result as preparing both)
-        with timer("read"):
-            b_stack = source.read(aoi, found[0], grid=grid, bands=params.bands)
-        reference = _prepare_reference(b_stack, params, before, timer, _inside(aoi, grid)).detached()
-        del b_stack
-        with timer("read"):
-            a_stack = source.read(aoi, found[1], grid=grid, bands=params.bands)
-        return detect_stacks(
-            aoi, None, a_stack, params=params, source_name=name, windows=(before, after), reference=reference, _timer=timer
+        result, _ = _read_and_detect(
+            aoi, source, found[0], found[1], grid=grid, params=params, windows=(before, after), source_name=name, timer=timer
         )
+        return result
     return detect_stacks(
         aoi, b_stack, a_stack, params=params, source_name=name, windows=(before, after), _timer=timer
     )
+
+
+def _read_and_detect(
+    aoi: AOI,
+    source,
+    before_acqs,
+    after_acqs,
+    *,
+    grid: Grid,
+    params: DetectParams,
+    windows,
+    source_name: str = "",
+    timer: _Timer | None = None,
+    reference: "Reference | None" = None,
+) -> tuple[DetectionResult, Reference]:
+    """Read and compare acquisitions already searched, in bounded memory: the before window is
+    read, prepared and released (only its :meth:`Reference.detached` part is kept) before the
+    after window is read, so the after window reuses that memory. A detached ``reference`` given
+    (prepared earlier for the same acquisitions, grid and parameters) is used without reading the
+    before window. Returns the result and the detached reference, for reuse."""
+    timer = timer or _Timer()
+    if reference is None:
+        with timer("read"):
+            b_stack = source.read(aoi, before_acqs, grid=grid, bands=params.bands)
+        reference = _prepare_reference(b_stack, params, windows[0], timer, _inside(aoi, grid)).detached()
+        del b_stack
+    with timer("read"):
+        a_stack = source.read(aoi, after_acqs, grid=grid, bands=params.bands)
+    result = detect_stacks(
+        aoi, None, a_stack, params=params, source_name=source_name, windows=windows, reference=reference, _timer=timer
+    )
+    return result, reference
 
 
 def detect_stacks(
@@ -820,12 +845,10 @@ def detect_stacks(
                 all_bands = len(_magnitude_band_index(params.bands, params.magnitude_bands)) == len(params.bands)
                 needs_chi2 = params.threshold == "chi2" or (params.magnitude == "irmad_chi2" and all_bands)
                 if norm.irmad is not None and needs_chi2:  # the fit's IR-MAD judged a subsample
-                    import dataclasses
-
                     from .kernels.irmad import irmad_transform
 
                     chi2, p_nc = irmad_transform(before_c, after_raw, norm.irmad)
-                    irmad_res = dataclasses.replace(norm.irmad, chi2=chi2, p_nochange=p_nc)
+                    irmad_res = replace(norm.irmad, chi2=chi2, p_nochange=p_nc)
         if norm is None:
             after_c = after_raw
         else:  # in place when no context cue needs the unnormalised after composite again

@@ -240,30 +240,23 @@ def _run_tile(tile: Tile, job: _TileJob) -> _TileResult:
     window is kept there (:meth:`pipeline.detect.Reference.detached`, pickled) by the first
     task of the tile and reused by later ones, which then read only the after window.
     """
-    from .detect import _inside, _prepare_reference, _Timer, aoi_mask, detect_stacks
+    from .detect import _read_and_detect, aoi_mask
 
     g = _sub_grid(job.grid, tile.outer)
     if not aoi_mask(job.aoi, g).any():
         return _TileResult(tile, skipped="outside the AOI polygon")
-    p = job.params
-    timer = _Timer()
     cache = Path(job.reference_cache) / f"tile-{tile.index}.pkl" if job.reference_cache else None
-    ref = _load_reference(cache) if cache is not None else None
+    cached = _load_reference(cache) if cache is not None else None
     try:
-        if ref is None:  # the before window is prepared and released before the after one is read
-            with timer("read"):
-                b = job.source.read(job.aoi, job.before_acqs, grid=g, bands=p.bands)
-            ref = _prepare_reference(b, p, job.windows[0], timer, _inside(job.aoi, g)).detached()
-            del b
-            if cache is not None:
-                _save_reference(cache, ref)
-        with timer("read"):
-            a = job.source.read(job.aoi, job.after_acqs, grid=g, bands=p.bands)
-        res = detect_stacks(job.aoi, None, a, params=p, source_name=job.source_name, windows=job.windows,
-                            reference=ref, _timer=timer)
+        res, ref = _read_and_detect(
+            job.aoi, job.source, job.before_acqs, job.after_acqs, grid=g, params=job.params, windows=job.windows,
+            source_name=job.source_name, reference=cached,
+        )
     except NoDataError as exc:
         return _TileResult(tile, skipped=f"no data: {exc}")
-    del a, ref
+    if cache is not None and cached is None:
+        _save_reference(cache, ref)
+    del ref, cached
     r0, r1, c0, c1 = tile.core
     o0, _, q0, _ = tile.outer
     sl = (slice(r0 - o0, r1 - o0), slice(c0 - q0, c1 - q0))

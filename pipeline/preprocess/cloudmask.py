@@ -205,7 +205,9 @@ def spectral_cloud_mask(refl: np.ndarray, bands: Sequence[str], *, params: MaskP
         return (b02 > p.cloud_blue) & (white > p.cloud_whiteness) & (swir < p.cloud_swir_ratio)
 
 
-def surface_guard(refl: np.ndarray, bands: Sequence[str], *, params: MaskParams | None = None) -> np.ndarray:
+def surface_guard(
+    refl: np.ndarray, bands: Sequence[str], *, params: MaskParams | None = None, cloud: np.ndarray | None = None
+) -> np.ndarray:
     """Small, sharp-edged, isolated bright bodies: man-made surfaces (roofs), not clouds.
 
     Without a window median (fewer than 3 acquisitions) a new bright roof passes the spectral
@@ -225,6 +227,8 @@ def surface_guard(refl: np.ndarray, bands: Sequence[str], *, params: MaskParams 
         One observation, harmonised reflectance (0-1), NaN where no data.
     bands : sequence of str
         Band names of axis 0; needs ``B02``, ``B04``, ``B8A``, ``B11``.
+    cloud : (H, W) bool, optional, keyword-only
+        :func:`spectral_cloud_mask` of ``refl`` with ``params``, when already computed.
 
     Returns
     -------
@@ -239,7 +243,7 @@ def surface_guard(refl: np.ndarray, bands: Sequence[str], *, params: MaskParams 
     windows of fewer than 3 acquisitions (with more, the window median tells roofs from clouds).
     """
     p = params or MaskParams()
-    loose = spectral_cloud_mask(refl, bands, params=p)
+    loose = spectral_cloud_mask(refl, bands, params=p) if cloud is None else cloud
     keep = np.zeros(loose.shape, dtype=bool)
     if p.surface_max_px <= 0 or not loose.any():
         return keep
@@ -360,13 +364,14 @@ def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False):
             cand &= ~(excess <= p.cloud_excess)  # NaN reference: keep the candidate
     else:
         b02 = list(bands).index("B02")
+        loose = cand.copy()  # the plain cloud test, which the guard's bodies are made of
         with np.errstate(invalid="ignore"):
             cand &= refl[:, b02] > p.cloud_blue_alone
         # no median to tell a new bright roof from a cloud: keep small, sharp-edged, isolated
         # bodies (surface_guard)
         for t in range(T):
             if cand[t].any():
-                cand[t] &= ~surface_guard(refl[t], bands, params=p)
+                cand[t] &= ~surface_guard(refl[t], bands, params=p, cloud=loose[t])
     bad |= cand
     first = data_ok & ~dilate(bad, p.dilate_px)
     if T >= 3:

@@ -311,27 +311,25 @@ class _Tracker:
         return self._ref_acqs
 
     def detect_one(self, period, acq):
-        from ..detect import detect_stacks, prepare_reference
+        from ..detect import _read_and_detect
 
+        windows = (period, (acq.date, acq.date))
         if self.tile_px is not None:
             from ..tiled import detect_tiled
 
             self.reference_cache.mkdir(parents=True, exist_ok=True)
             return detect_tiled(
-                self.aoi, self.source, before=period, after=(acq.date, acq.date), params=self.params,
+                self.aoi, self.source, before=period, after=windows[1], params=self.params,
                 tile_px=self.tile_px, halo_px=self.cfg.halo_px, executor=self.tile_executor,
                 acquisitions=(self.reference_acquisitions(period), [acq]), reference_cache=self.reference_cache,
             )
-        if self._reference is None:  # masked, co-registered and composited once per run; the
-            # before stack and reflectance are then dropped (only the composite is compared with)
-            stack = self.source.read(self.aoi, self.reference_acquisitions(period), grid=self.grid, bands=self.params.bands)
-            self._reference = prepare_reference(self.aoi, stack, params=self.params).detached()
-            del stack
-        after = self.source.read(self.aoi, [acq], grid=self.grid, bands=self.params.bands)
-        return detect_stacks(
-            self.aoi, None, after, params=self.params, source_name=self.source.name,
-            windows=(period, (acq.date, acq.date)), reference=self._reference,
+        # the reference is read and prepared at the first acquisition, then reused detached
+        before = self.reference_acquisitions(period) if self._reference is None else None
+        result, self._reference = _read_and_detect(
+            self.aoi, self.source, before, [acq], grid=self.grid, params=self.params, windows=windows,
+            source_name=self.source.name, reference=self._reference,
         )
+        return result
 
     def close(self) -> None:
         """Drop the prepared reference (and the tiles' cache folder)."""
