@@ -487,7 +487,7 @@ def _coregister(
                     log.warning("%s acquisition %s dropped: %s", w.name, rec["id"], rec["reason"])
                     continue
                 rec["shift_px"] = (round(est.dy, 3), round(est.dx, 3))
-                w.refl[t] = apply_shift(w.refl[t], est.shift)
+                apply_shift(w.refl[t], est.shift, out=w.refl[t])  # in place: no copy of the bands
                 w.clear[t] = np.nan_to_num(apply_shift(w.clear[t].astype(np.float32), est.shift), nan=0.0) > 0.99
                 keep.append(t)
             w.used = keep

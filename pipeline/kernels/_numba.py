@@ -758,3 +758,47 @@ def affine_bands(x, gain, offset, out):
         for p in range(k * P // nchunk, (k + 1) * P // nchunk):
             y = src[p] * g
             dst[p] = y + o
+
+
+# --------------------------------------------------------------------------------------------
+# co-registration: a sub-pixel shift, bilinear
+
+
+@njit(inline="always", **SERIAL)
+def _shift_row(src, y, iy, ix, w, o):
+    H, W = src.shape
+    first = True
+    for q in range(4):
+        wq = w[q]
+        if wq == 0.0:
+            continue
+        sy = y - (iy + q // 2)
+        kx = ix + q % 2
+        x0 = min(max(kx, 0), W)  # output columns [x0, x1) read src columns [x0 - kx, x1 - kx)
+        x1 = max(min(W + kx, W), 0)
+        if sy < 0 or sy >= H or x1 <= x0:
+            x0 = W
+            x1 = W
+        for x in range(x0):
+            o[x] = NAN32
+        r = src[min(max(sy, 0), H - 1)]
+        if first:
+            for x in range(x0, x1):
+                o[x] = r[x - kx] * wq
+        else:
+            for x in range(x0, x1):
+                o[x] = o[x] + r[x - kx] * wq
+        for x in range(x1, W):
+            o[x] = NAN32
+        first = False
+
+
+@njit(**FLAGS)
+def bilinear_shift(src, iy, ix, w, out):
+    """out[y, x] = sum over (k, l) in {iy, iy+1} x {ix, ix+1} of w[2(k-iy) + (l-ix)] *
+    src[y - k, x - l] over one (H, W) float32 plane, the terms added in that order in float32;
+    a term whose weight ``w`` is 0 is skipped, a term outside the plane or NaN makes the pixel NaN
+    (numpy's ``_translate`` + multiply + add, same roundings). Each term is one contiguous pass
+    over the row."""
+    for y in prange(src.shape[0]):
+        _shift_row(src, y, iy, ix, w, out[y])

@@ -184,24 +184,42 @@ def _translate(a: np.ndarray, k: int, l: int, fill=np.nan) -> np.ndarray:
     return out
 
 
-def _bilinear_shift(a: np.ndarray, dy: float, dx: float) -> np.ndarray:
-    """Bilinear ``scipy.ndimage.shift(a, (dy, dx), order=1)`` over the last two axes, in numpy;
-    NaN (and outside) propagates from every neighbour with a non-zero weight."""
+def _shift_weights(dy: float, dx: float) -> tuple[int, int, np.ndarray]:
+    """Integer part (iy, ix) of a shift and the float32 weights of its four bilinear terms, in the
+    order (iy, ix), (iy, ix + 1), (iy + 1, ix), (iy + 1, ix + 1); weights <= 1e-6 are set to 0
+    (the term is skipped)."""
     iy, ix = int(np.floor(dy)), int(np.floor(dx))
     fy, fx = dy - iy, dx - ix
-    out = None
-    for k, wy in ((iy, 1.0 - fy), (iy + 1, fy)):
-        for l, wx in ((ix, 1.0 - fx), (ix + 1, fx)):
-            w = wy * wx
-            if w <= 1e-6:
-                continue
-            term = _translate(a, k, l)
-            term *= np.float32(w)
-            out = term if out is None else out + term
+    w = [wy * wx for wy in (1.0 - fy, fy) for wx in (1.0 - fx, fx)]
+    return iy, ix, np.array([v if v > 1e-6 else 0.0 for v in w], dtype=np.float32)
+
+
+def _bilinear_shift(a: np.ndarray, dy: float, dx: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear ``scipy.ndimage.shift(a, (dy, dx), order=1)`` over the last two axes of float32
+    ``a`` (:func:`pipeline.kernels._numba.bilinear_shift`, one parallel pass per plane); NaN (and
+    outside) propagates from every neighbour with a non-zero weight. ``out`` may be ``a`` itself
+    (then one scratch plane is used)."""
+    from ..kernels import _numba as K
+
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    iy, ix, w = _shift_weights(dy, dx)
+    if out is None:
+        out = np.empty_like(a)
+    H, W = a.shape[-2:]
+    src, dst = a.reshape(-1, H, W), out.reshape(-1, H, W)
+    scratch = np.empty((H, W), np.float32) if np.shares_memory(a, out) else None
+    for p in range(src.shape[0]):
+        if scratch is None:
+            K.bilinear_shift(src[p], iy, ix, w, dst[p])
+        else:
+            K.bilinear_shift(src[p], iy, ix, w, scratch)
+            np.copyto(dst[p], scratch)
     return out
 
 
-def apply_shift(image: np.ndarray, shift: tuple[float, float], *, order: int = 1, min_shift: float = 0.02) -> np.ndarray:
+def apply_shift(
+    image: np.ndarray, shift: tuple[float, float], *, order: int = 1, min_shift: float = 0.02, out: np.ndarray | None = None
+) -> np.ndarray:
     """Shift ``image`` by ``shift`` = (dy, dx) pixels; NaN (no data) is shifted along.
 
     Parameters
@@ -212,32 +230,46 @@ def apply_shift(image: np.ndarray, shift: tuple[float, float], *, order: int = 1
         From :attr:`ShiftEstimate.shift`; content moves by ``+shift`` (``scipy.ndimage.shift``
         convention).
     order : int
-        1: bilinear in numpy (fast; a sub-pixel shift smooths at most like a 2 x 2 mean);
-        3: cubic spline (``scipy.ndimage.shift``; keeps edges sharper, about 5x slower).
+        1: bilinear (a parallel numba pass per band; a sub-pixel shift smooths at most like a
+        2 x 2 mean); 3: cubic spline (``scipy.ndimage.shift``; keeps edges sharper, several
+        times slower).
     min_shift : float
-        Shifts smaller than this (pixels, both axes) are not applied (a copy is returned).
+        Shifts smaller than this (pixels, both axes) are not applied (``image`` is copied, or
+        left as it is when ``out`` is ``image``).
+    out : float32 array of ``image``'s shape or None
+        Where to write; may be ``image`` itself (shifted in place).
 
     Returns
     -------
-    Same shape, float32; pixels shifted in from outside the image, or interpolated from a
-    no-data pixel, are NaN.
+    Same shape, float32 (``out`` when given); pixels shifted in from outside the image, or
+    interpolated from a no-data pixel, are NaN.
 
     Notes
     -----
-    Memory: about three copies of ``image`` for ``order=1``.
+    Memory: for ``order=1`` the output (none in place) plus one (H, W) scratch plane in place.
     """
     image = np.asarray(image, dtype=np.float32)
+    if out is not None and (out.shape != image.shape or out.dtype != np.float32):
+        raise ValueError(f"out must be float32 of shape {image.shape}, got {out.dtype} {out.shape}")
     dy, dx = float(shift[0]), float(shift[1])
     if abs(dy) < min_shift and abs(dx) < min_shift:
-        return image.copy()
+        if out is None:
+            return image.copy()
+        if out is not image:
+            np.copyto(out, image)
+        return out
     if order == 1:
-        return _bilinear_shift(image, dy, dx)
+        return _bilinear_shift(image, dy, dx, out=out)
     planes = image[None] if image.ndim == 2 else image
-    out = np.empty_like(planes)
+    res = np.empty_like(planes)
     nan_any = np.isnan(planes).any(axis=0)
     # pixels shifted in from outside the image or from no-data pixels (any band) become NaN
     bad = ndimage.shift(nan_any.astype(np.float32), (dy, dx), order=1, mode="constant", cval=1.0) > 0.01
     for i, band in enumerate(planes):
-        out[i] = ndimage.shift(_fill(band, ~nan_any), (dy, dx), order=order, mode="nearest")
-        out[i][bad] = np.nan
-    return out[0] if image.ndim == 2 else out
+        res[i] = ndimage.shift(_fill(band, ~nan_any), (dy, dx), order=order, mode="nearest")
+        res[i][bad] = np.nan
+    res = res[0] if image.ndim == 2 else res
+    if out is None:
+        return res
+    np.copyto(out, res)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from pipeline.preprocess.coregister import apply_shift, estimate_shift
@@ -78,3 +79,46 @@ def test_unrelated_image_is_rejected():
 def test_small_shift_not_applied():
     img = _scene(5)
     np.testing.assert_array_equal(apply_shift(img, (0.01, -0.01)), img)
+
+
+def _bilinear_oracle(a, dy, dx):
+    """The bilinear shift in plain numpy: four translated copies (NaN outside), weighted, added in
+    the kernel's order."""
+    iy, ix = int(np.floor(dy)), int(np.floor(dx))
+    fy, fx = dy - iy, dx - ix
+    H, W = a.shape[-2:]
+    out = None
+    for k, wy in ((iy, 1.0 - fy), (iy + 1, fy)):
+        for l, wx in ((ix, 1.0 - fx), (ix + 1, fx)):
+            w = wy * wx
+            if w <= 1e-6:
+                continue
+            term = np.full(a.shape, np.nan, np.float32)
+            ys, yd = (slice(0, H - k), slice(k, H)) if k >= 0 else (slice(-k, H), slice(0, H + k))
+            xs, xd = (slice(0, W - l), slice(l, W)) if l >= 0 else (slice(-l, W), slice(0, W + l))
+            term[..., yd, xd] = a[..., ys, xs]
+            term *= np.float32(w)
+            out = term if out is None else out + term
+    return out
+
+
+@pytest.mark.parametrize("shift", [(0.37, -1.62), (-2.0, 0.5), (1.0, 0.0), (0.0, 0.25), (-0.999, 2.7)])
+def test_bilinear_kernel_equals_numpy_oracle_in_place_and_not(shift):
+    rng = np.random.default_rng(3)
+    img = rng.random((3, 41, 57)).astype(np.float32)
+    img[1, 10, 20] = np.nan
+    expected = _bilinear_oracle(img, *shift)
+    np.testing.assert_array_equal(apply_shift(img, shift), expected)  # bit for bit, NaN where NaN
+    inplace = img.copy()
+    assert apply_shift(inplace, shift, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, expected)
+    np.testing.assert_array_equal(apply_shift(img[2], shift), expected[2])
+
+
+def test_negligible_shift_in_place_leaves_the_image():
+    img = _scene(5)
+    keep = img.copy()
+    assert apply_shift(img, (0.01, 0.0), out=img) is img
+    np.testing.assert_array_equal(img, keep)
+    with pytest.raises(ValueError, match="out must be float32"):
+        apply_shift(img, (0.5, 0.5), out=np.empty((2, 2), np.float32))
