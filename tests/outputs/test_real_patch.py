@@ -79,6 +79,6 @@ def test_real_patch_outputs(real_result, tmp_path):
 
     from PIL import Image
 
-    first = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html).group(1)
+    first = re.search(r"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)", html).group(1)
     img = np.asarray(Image.open(BytesIO(b64decode(first))).convert("L"), dtype=float)
     assert img.std() > 10

@@ -54,7 +54,7 @@ def test_single_file_without_network_references(html):
     urls = _attr_urls(html)
     assert urls, "expected images and anchors"
     for u in urls:
-        assert u.startswith(("data:image/png;base64,", "#")), u
+        assert u.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "#")), u
     assert not re.search(r"url\(\s*['\"]?(?!data:)", html)
     assert "<link" not in html and "@import" not in html and "<iframe" not in html
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
@@ -66,7 +66,7 @@ def test_every_object_has_chips_evidence_and_pasteable_coordinate(html, result):
         lon, lat = tr.transform(*o.geometry.centroid.coords[0])
         card = html.split(f'<div class="card" id="obj-{o.id}"', 1)[1].split('<div class="card"', 1)[0]
         assert f'<code class="coord">{lat:.6f}, {lon:.6f}</code>' in card
-        assert card.count("data:image/png;base64,") == 4  # before/after x true/SWIR colour
+        assert len(re.findall(r"data:image/(?:png|jpeg);base64,", card)) == 4  # before/after x true/SWIR colour
         for key in o.evidence:
             assert f"<th>{key}</th>" in card
 
@@ -76,13 +76,14 @@ def test_chips_are_true_colour_crops_of_the_composites(html):
     from PIL import Image
 
     card = html.split('<div class="card" id="obj-obj-hangar"', 1)[1]
-    pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", card)[:2]
-    before, after = (np.asarray(Image.open(io.BytesIO(base64.b64decode(p)))) for p in pngs)
-    assert before.shape == after.shape and before.shape[2] == 4
-    assert before.shape[:2] == (40, 40)  # twice the 20 px object, centred on it
+    chips = re.findall(r"data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)", card)[:2]
+    assert [mime for mime, _ in chips] == ["jpeg", "jpeg"]  # opaque chips are JPEG (small, fast)
+    before, after = (np.asarray(Image.open(io.BytesIO(base64.b64decode(p))).convert("RGB")) for _, p in chips)
+    assert before.shape == after.shape == (40, 40, 3)  # twice the 20 px object, centred on it
     inner = (slice(10, 30), slice(10, 30))
-    assert after[inner][..., :3].mean() > before[inner][..., :3].mean() + 40
-    np.testing.assert_array_equal(after[:8], before[:8])  # unchanged surroundings look the same
+    assert after[inner].mean() > before[inner].mean() + 40
+    # unchanged surroundings look the same: JPEG codes 8 x 8 blocks apart, without chroma subsampling
+    np.testing.assert_array_equal(after[:8], before[:8])
     assert "first_seen: 2024-03-10<br>runs_seen: 3<" in card  # nested evidence is shown as key: value lines
 
 
