@@ -116,6 +116,8 @@ def read_to_grid(
                 raise ValueError(f"out must be {grid.shape} {dtype}, got {out.shape} {out.dtype}")
             if win is not None:  # same CRS and pixel lattice: a plain windowed read, no warper
                 return _read_aligned(src, band, win, grid, src_nodata, out)
+            if _read_resampled(src, band, grid, method, src_nodata, out):  # e.g. a 20 m band on the 10 m grid
+                return out
             with WarpedVRT(
                 src,
                 crs=grid.crs_string,
@@ -157,6 +159,49 @@ def _aligned_window(src, grid: Grid):
     except Exception:  # an exotic CRS the comparison cannot decide: let the warper handle it
         return None
     return int(round(row)), int(round(col))
+
+
+_MARGIN_PX = 2
+"""Source pixels around a resampled window that must hold data too (the kernel's reach)."""
+
+
+def _read_resampled(src, band: int, grid: Grid, method, src_nodata, out: np.ndarray) -> bool:
+    """Read ``grid`` from ``src`` by GDAL's resampled ``RasterIO`` (a window of the file, fractional
+    if need be, resampled to the grid's shape) instead of the warper, when that gives the
+    warper's pixels: same CRS, axis-aligned, the grid no coarser than the file, inside the file,
+    no nodata within the window and :data:`_MARGIN_PX` around it, and the file's own dtype.
+    Returns False, touching nothing, when any of these does not hold.
+
+    On the aligned 2x case (a 20 m band or SCL onto the 10 m grid) the pixels equal WarpedVRT's
+    bit for bit (bilinear and nearest, tested); otherwise within 1 DN of rounding. About four times
+    faster than the warper: GDAL resamples in its block reads, with no per-pixel transformer.
+    """
+    from rasterio.windows import Window
+
+    t, g = src.transform, grid.transform
+    if t.b or t.d or g.b or g.d or t.a <= 0 or t.e >= 0 or g.a <= 0 or g.e >= 0:
+        return False
+    if abs(g.a) > abs(t.a) * (1 + 1e-9) or abs(g.e) > abs(t.e) * (1 + 1e-9):
+        return False  # downsampling: GDAL could pick an overview, the warper would not
+    if src.dtypes[band - 1] != out.dtype.name:
+        return False
+    try:
+        if src.crs != rasterio.crs.CRS.from_user_input(grid.crs_string):
+            return False
+    except Exception:  # an exotic CRS the comparison cannot decide: let the warper handle it
+        return False
+    col, row = (g.c - t.c) / t.a, (g.f - t.f) / t.e
+    width, height = grid.width * g.a / t.a, grid.height * g.e / t.e
+    eps = 1e-6
+    if col < -eps or row < -eps or col + width > src.width + eps or row + height > src.height + eps:
+        return False  # partly outside the file: the warper fills the rest with 0
+    c0, r0 = max(0, int(np.floor(col)) - _MARGIN_PX), max(0, int(np.floor(row)) - _MARGIN_PX)
+    c1 = min(src.width, int(np.ceil(col + width - eps)) + _MARGIN_PX)
+    r1 = min(src.height, int(np.ceil(row + height - eps)) + _MARGIN_PX)
+    if src_nodata is not None and (src.read(band, window=Window(c0, r0, c1 - c0, r1 - r0)) == src_nodata).any():
+        return False  # the warper's nodata rule at data edges differs from RasterIO's
+    src.read(band, window=Window(col, row, width, height), out=out, resampling=method)
+    return True
 
 
 def _read_aligned(src, band: int, offset: tuple[int, int], grid: Grid, src_nodata, out: np.ndarray) -> np.ndarray:

@@ -314,3 +314,46 @@ def test_aligned_read_equals_the_warper(tmp_path, nodata):
     np.testing.assert_array_equal(fast, warped)
     assert (fast[:, :7] == 0).all() and (fast[50:, :] == 0).all()
     assert fast[0, 7] == data[250, 0] and (fast[10:20, 67:97] == 0).all()
+
+
+@pytest.mark.parametrize("resampling", ["bilinear", "nearest"])
+def test_resampled_read_of_a_20m_band_equals_the_warper(tmp_path, resampling):
+    """A 20 m band onto the 10 m grid (origin on the 20 m lattice or half a 20 m pixel off) is
+    read by GDAL's resampled RasterIO, not the warper, with the warper's very pixels; nodata near
+    the window, or a grid reaching outside the file, falls back to the warper."""
+    from affine import Affine
+    from rasterio.vrt import WarpedVRT
+    from scipy import ndimage
+
+    from pipeline.grid import Grid
+    from pipeline.sources._reproject import RESAMPLING, _read_resampled, read_to_grid
+
+    rng = np.random.default_rng(5)
+    data = (ndimage.gaussian_filter(rng.random((200, 180)), 1.5) * 9000 + 600).astype(np.uint16)
+    data[150:160, 20:40] = 0  # nodata, away from the first two grids
+    path = tmp_path / "b8a.tif"
+    t = Affine(20.0, 0, 500000.0, 0, -20.0, 3500000.0)
+    with rasterio.open(path, "w", driver="COG", width=180, height=200, count=1, dtype="uint16", crs="EPSG:32633",
+                       transform=t, nodata=0, compress="deflate") as dst:
+        dst.write(data, 1)
+
+    def warped(grid):
+        with rasterio.open(path) as src, WarpedVRT(src, crs="EPSG:32633", transform=grid.transform, width=grid.width,
+                                                   height=grid.height, resampling=RESAMPLING[resampling], src_nodata=0, nodata=0) as vrt:
+            return vrt.read(1)
+
+    def fast_path_taken(grid):
+        with rasterio.open(path) as src:
+            return _read_resampled(src, 1, grid, RESAMPLING[resampling], 0, np.empty(grid.shape, np.uint16))
+
+    on_lattice = Grid(32633, Affine(10.0, 0, 500000.0 + 20 * 7, 0, -10.0, 3500000.0 - 20 * 11), 150, 130)
+    half_off = Grid(32633, Affine(10.0, 0, 500000.0 + 20 * 7 + 10, 0, -10.0, 3500000.0 - 20 * 11 - 10), 151, 129)
+    whole = Grid(32633, t * Affine.scale(0.5), 360, 400)  # the whole file, edges included
+    near_nodata = Grid(32633, Affine(10.0, 0, 500000.0, 0, -10.0, 3500000.0 - 20 * 140), 60, 100)
+    outside = Grid(32633, Affine(10.0, 0, 500000.0 - 100, 0, -10.0, 3500000.0), 50, 50)
+    for grid, fast in ((on_lattice, True), (half_off, True), (whole, False), (near_nodata, False), (outside, False)):
+        assert fast_path_taken(grid) is fast
+        np.testing.assert_array_equal(read_to_grid(str(path), grid, resampling=resampling, dtype="uint16"), warped(grid))
+    whole_clean = Grid(32633, t * Affine.scale(0.5), 360, 280)  # all columns, rows 0-139 of the file: no nodata
+    assert fast_path_taken(whole_clean)
+    np.testing.assert_array_equal(read_to_grid(str(path), whole_clean, resampling=resampling, dtype="uint16"), warped(whole_clean))
