@@ -61,6 +61,24 @@ def test_version():
     assert r.returncode == 0 and r.stdout.startswith("s2watch ")
 
 
+@pytest.mark.parametrize("env, expected", [(None, "False"), ("1", "True")])
+def test_entry_point_stops_numpy_huge_page_marks_unless_asked(env, expected):
+    """A real ``s2watch`` process: NumPy no longer marks large arrays MADV_HUGEPAGE (synchronous
+    compaction stalls on first touch), unless the user set NUMPY_MADVISE_HUGEPAGE."""
+    import os
+
+    code = (
+        "import sys, numpy as np; from pipeline.cli.main import main; main(['aois', 'list']); "
+        "print('HP', bool(np._core.multiarray._get_madvise_hugepage()), file=sys.stderr)"
+    )
+    env_vars = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if env is not None:
+        env_vars["NUMPY_MADVISE_HUGEPAGE"] = env
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_vars, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"HP {expected}" in r.stderr
+
+
 def test_allocator_setting_is_applied_once_and_can_be_switched_off(monkeypatch):
     """The s2watch entry point keeps freed image-sized blocks for reuse on glibc; S2WATCH_KEEP_MEMORY=0
     leaves the allocator alone."""

@@ -16,7 +16,7 @@ import sys
 import time
 
 from .. import __version__
-from .._alloc import keep_freed_memory
+from .._alloc import keep_freed_memory, no_hugepage_stalls
 from ..errors import AOIError, ConfigError, LockHeldError, PipelineError, UsageError
 
 log = logging.getLogger("pipeline.cli")
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.verbose - args.quiet, log_json=args.log_json)
     keep_freed_memory()  # image-sized arrays reuse the pages of freed ones (see pipeline._alloc)
+    no_hugepage_stalls()  # no synchronous memory compaction on first touch (see pipeline._alloc)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
