@@ -4,7 +4,7 @@ Each raster is first built in memory (GTiff in a ``MemoryFile``, with colour tab
 description and tags), then copied with the ``COG`` driver to a temporary file beside the
 destination and renamed into place. The COG driver lays out internal 256 x 256 tiles, overviews
 (``MODE`` for class codes, ``AVERAGE`` for magnitudes and reflectance) and DEFLATE compression
-with a predictor. GDAL runs single-threaded and no timestamp tag is written, so the same arrays
+(ZSTD for the float magnitude) with a predictor. No timestamp tag is written, so the same arrays
 give byte-identical files.
 
 Category names (shown by QGIS as the legend of the paletted renderer) cannot live inside a
@@ -174,9 +174,10 @@ def write_magnitude_cog(magnitude: np.ndarray, grid: Grid, path: str | os.PathLi
         descriptions=["change magnitude"],
         tags=tags or {},
         band_tags=[{"UNITS": "unitless, larger = more change"}],
-        # float noise does not compress: DEFLATE level 1 takes 2/3 of the time of the default
-        # level for about 3% more bytes (measured on a 4096 x 4096 magnitude)
-        options={"LEVEL": "1"},
+        # float noise hardly compresses: ZSTD level 1 writes the 4096 x 4096 bench magnitude in
+        # about half the time of DEFLATE level 1 (0.44-0.62 s against 0.98-1.05 s) at the same
+        # size (70 MB); GDAL >= 2.3 and so QGIS >= 3.4 read it
+        options={"COMPRESS": "ZSTD", "LEVEL": "1"},
     )
 
 

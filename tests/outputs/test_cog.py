@@ -108,6 +108,23 @@ def test_bad_arrays_raise_clear_errors(tmp_path, result):
 
 
 @pytest.mark.needs_gdal
+def test_gdal_tools_read_the_zstd_magnitude(written, result):
+    """The magnitude is ZSTD-compressed (half DEFLATE's write time on float noise): the system's
+    GDAL command-line tools must decode it to the values written."""
+    gdalinfo = need_tool("gdalinfo", "gdal-bin")
+    path = str(written[0]["change_magnitude.tif"])
+    info = json.loads(subprocess.run([gdalinfo, "-json", "-mm", path], capture_output=True, text=True, check=True).stdout)
+    assert info["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "ZSTD"
+    assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
+    band = info["bands"][0]
+    assert band["computedMin"] == pytest.approx(float(np.nanmin(result.magnitude)), abs=1e-6)
+    assert band["computedMax"] == pytest.approx(float(np.nanmax(result.magnitude)), abs=1e-6)
+    probe = subprocess.run([need_tool("gdallocationinfo", "gdal-bin"), "-valonly", path, "100", "200"],
+                           capture_output=True, text=True, check=True).stdout
+    assert float(probe) == pytest.approx(float(result.magnitude[200, 100]), abs=1e-6)
+
+
+@pytest.mark.needs_gdal
 def test_gdalinfo_reads_categories_colours_and_crs(written):
     gdalinfo = need_tool("gdalinfo", "gdal-bin")
     info = json.loads(subprocess.run([gdalinfo, "-json", str(written[0]["change_class.tif"])], capture_output=True, text=True, check=True).stdout)
