@@ -2,10 +2,10 @@
 
 The stage, in order::
 
-    change_mask --clean_mask--> label_regions --region_table--> classify_region --> ChangeObject
-                                      |                           ^
-                                      +-- feature_context --------+  (context: runways, aprons ...)
-                                      +-- polygons (vectorise) ------------------> geometry
+    change_mask --clean_labels--> labels --region_table--> classify_region --> ChangeObject
+                                    |                                    ^
+                                    +-- feature_context -----------------+  (context: runways, aprons ...)
+                                    +-- polygons (vectorise) ----------------------------> geometry
 
 :func:`extract_objects` runs it all; :mod:`.track` gives stable ids and the monitoring
 lifecycle across runs.
@@ -25,7 +25,7 @@ from ..errors import UsageError
 from ..grid import Grid
 from .classify import CLASSIFIERS, ClassifyThresholds, classify_region, get_classifier, water_both_dates
 from .context import RegionContext, feature_context
-from .label import clean_mask, label_regions, region_table
+from .label import clean_labels, clean_mask, label_regions, region_table
 from .model import CHANGE_CLASSES, CLASS_CODES, CLASS_COLOURS, NO_CHANGE_CODE, NODATA_CODE, ChangeObject
 from .track import match, object_id, unique_ids, update_lifecycle
 from .vectorise import polygons
@@ -214,8 +214,9 @@ def extract_objects(
 
     px_area = grid.pixel_area_m2
     min_pixels = max(1, int(math.ceil(p.min_area_m2 / px_area - 1e-9)))
-    mask = clean_mask(change_mask & valid, opening_radius_px=p.opening_radius_px, min_pixels=min_pixels, connectivity=p.connectivity)
-    labels, n = label_regions(mask, connectivity=p.connectivity)
+    labels, n = clean_labels(
+        change_mask & valid, opening_radius_px=p.opening_radius_px, min_pixels=min_pixels, connectivity=p.connectivity
+    )
     class_map = np.where(valid, np.uint8(NO_CHANGE_CODE), np.uint8(NODATA_CODE)).astype(np.uint8)
     if n == 0:
         log.info("no change objects: %d changed pixels, none left after cleaning", int(change_mask.sum()))

@@ -17,7 +17,6 @@ ragged or L-shaped regions.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from typing import Callable, Mapping, Sequence
@@ -31,12 +30,11 @@ from ..errors import UsageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["clean_mask", "label_regions", "region_table", "DELTA_KEYS"]
+__all__ = ["clean_labels", "clean_mask", "label_regions", "region_table", "DELTA_KEYS"]
 
 DELTA_KEYS = ("ndvi", "ndbi", "bsi", "dbi", "mndwi", "brightness")
 """Index deltas (after - before) the classifier knows; any subset may be given."""
 
-_REMOVE_SMALL_HAS_MAX_SIZE = "max_size" in inspect.signature(morphology.remove_small_objects).parameters
 
 
 def _check_2d(name: str, arr: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -46,6 +44,52 @@ def _check_2d(name: str, arr: np.ndarray, shape: tuple[int, int] | None = None) 
     if shape is not None and arr.shape != tuple(shape):
         raise UsageError(f"{name} has shape {arr.shape} but the change mask has shape {tuple(shape)}; pass arrays on one grid")
     return arr
+
+
+def clean_labels(
+    mask: np.ndarray, *, opening_radius_px: int = 1, min_pixels: int = 3, connectivity: int = 2
+) -> tuple[np.ndarray, int]:
+    """Clean a change mask (:func:`clean_mask`) and label what is left in one labelling pass.
+
+    Parameters
+    ----------
+    mask : (H, W) bool
+    opening_radius_px, min_pixels, connectivity : int, keyword-only
+        As for :func:`clean_mask`; ``connectivity`` also joins the labelled regions.
+
+    Returns
+    -------
+    labels : (H, W) int32
+        0 background, the kept regions numbered 1..n in raster order of their first pixel (as
+        :func:`label_regions` numbers them).
+    n : int
+
+    Notes
+    -----
+    Memory: the labels and two (H, W) bool temporaries. One ``scipy.ndimage.label`` serves both
+    the size filter and the labels, instead of a labelling inside the filter and another after it.
+    """
+    mask = _check_2d("mask", mask)
+    if mask.dtype != bool:
+        raise UsageError(f"mask must be a bool array, got dtype {mask.dtype}")
+    if opening_radius_px < 0 or min_pixels < 0:
+        raise UsageError(
+            f"opening_radius_px and min_pixels must be >= 0, got {opening_radius_px} and {min_pixels}"
+        )
+    if connectivity not in (1, 2):
+        raise UsageError(f"connectivity must be 1 or 2, got {connectivity}")
+    if opening_radius_px > 0:
+        mask = ndimage.binary_opening(mask, structure=morphology.disk(int(opening_radius_px)).astype(bool))
+    labels, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(2, connectivity), output=np.int32)
+    if min_pixels > 1 and n:
+        keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_pixels
+        keep[0] = False
+        if not keep[1:].all():  # renumber the kept regions 1..n, in the same (raster) order
+            lut = np.zeros(n + 1, np.int32)
+            lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+            labels = lut[labels]
+            n = int(keep.sum())
+    return labels, int(n)
 
 
 def clean_mask(mask: np.ndarray, *, opening_radius_px: int = 1, min_pixels: int = 3, connectivity: int = 2) -> np.ndarray:
@@ -71,24 +115,10 @@ def clean_mask(mask: np.ndarray, *, opening_radius_px: int = 1, min_pixels: int 
 
     Notes
     -----
-    Memory: two (H, W) temporaries (bool and the int32 labels of the size filter).
+    Memory: the int32 labels of the size filter and two bool temporaries (see
+    :func:`clean_labels`, which also returns the labels).
     """
-    mask = _check_2d("mask", mask)
-    if mask.dtype != bool:
-        raise UsageError(f"mask must be a bool array, got dtype {mask.dtype}")
-    if opening_radius_px < 0 or min_pixels < 0:
-        raise UsageError(
-            f"opening_radius_px and min_pixels must be >= 0, got {opening_radius_px} and {min_pixels}"
-        )
-    out = mask.copy()
-    if opening_radius_px > 0:
-        out = ndimage.binary_opening(out, structure=morphology.disk(int(opening_radius_px)).astype(bool))
-    if min_pixels > 1 and out.any():
-        if _REMOVE_SMALL_HAS_MAX_SIZE:
-            out = morphology.remove_small_objects(out, max_size=int(min_pixels) - 1, connectivity=connectivity)
-        else:  # scikit-image < 0.26
-            out = morphology.remove_small_objects(out, min_size=int(min_pixels), connectivity=connectivity)
-    return out
+    return clean_labels(mask, opening_radius_px=opening_radius_px, min_pixels=min_pixels, connectivity=connectivity)[0] > 0
 
 
 def label_regions(mask: np.ndarray, *, connectivity: int = 2) -> tuple[np.ndarray, int]:

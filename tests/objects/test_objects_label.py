@@ -150,3 +150,26 @@ def test_region_table_takes_deltas_of_the_labelled_pixels_only():
             assert lazy[lab][key] == dense[lab][key]
     with pytest.raises(PipelineError, match=r"deltas\['ndvi'\] of the labelled pixels has shape"):
         region_table(labels, deltas=lambda idx: {"ndvi": np.zeros(3, np.float32)})
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_clean_labels_equal_clean_mask_then_label_regions(connectivity):
+    """One labelling serves the size filter and the labels: the same regions, numbered the same
+    way, as cleaning and then labelling."""
+    from pipeline.objects.label import clean_labels
+
+    rng = np.random.default_rng(11)
+    m = rng.random((120, 90)) < 0.35
+    m[40:60, 10:50] = True
+    labels, n = clean_labels(m, opening_radius_px=1, min_pixels=5, connectivity=connectivity)
+    ref, n_ref = label_regions(clean_mask(m, opening_radius_px=1, min_pixels=5, connectivity=connectivity), connectivity=connectivity)
+    assert n == n_ref > 1 and labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, ref)
+    # the size filter against a slow oracle: every region of the opened mask counted one by one
+    from scipy import ndimage
+    from skimage import morphology
+
+    opened = ndimage.binary_opening(m, structure=morphology.disk(1).astype(bool))
+    lab, k = ndimage.label(opened, ndimage.generate_binary_structure(2, connectivity))
+    oracle = np.isin(lab, [i for i in range(1, k + 1) if (lab == i).sum() >= 5])
+    np.testing.assert_array_equal(labels > 0, oracle)
