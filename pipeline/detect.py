@@ -494,6 +494,23 @@ def _coregister(
     return ref_id
 
 
+THRESHOLD_SAMPLE = 2_000_000
+"""The automatic threshold is computed on at most about this many pixels: every k-th pixel of the
+grid, where valid. The median and MAD of 2 million values are those of the whole image to about
+0.1 % (on the 4096^2 bench magnitude the robust threshold moved by 0.05 %), at a tenth of the cost
+(0.04 s against 0.33-0.40 s there); AOIs up to 2 Mpx (14 x 14 km) use every pixel."""
+
+
+def _threshold_sample(stat: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A new 1-D float array: the finite values of ``stat`` where ``valid``, on every k-th pixel of
+    the grid (k = 1 up to :data:`THRESHOLD_SAMPLE` pixels)."""
+    ok = valid & np.isfinite(stat)
+    step = max(1, -(-ok.size // THRESHOLD_SAMPLE))
+    if step == 1:
+        return stat[ok]
+    return stat.reshape(-1)[::step][ok.reshape(-1)[::step]]
+
+
 def _threshold(values: np.ndarray, method: str, *, dof: int, chi2_p: float, robust_k: float) -> float:
     """The threshold of ``values`` (1-D, finite; overwritten by the ``robust`` method)."""
     if method == "none":
@@ -875,7 +892,7 @@ def detect_stacks(
         stat = magnitude
         if params.threshold == "chi2" and params.magnitude != "irmad_chi2":
             stat = np.where(both, _mag_chi2(before_c, after_c, list(range(len(params.bands))), both, irmad_res), np.nan)
-        vals = stat[both & np.isfinite(stat)]
+        vals = _threshold_sample(stat, both)
         dof = len(mb) if params.magnitude == "irmad_chi2" else len(params.bands)
         thr = (
             _threshold(vals, params.threshold, dof=dof, chi2_p=params.chi2_p, robust_k=params.robust_k)

@@ -458,3 +458,23 @@ def test_extent_is_trimmed_against_the_local_peak_not_the_region_peak():
         assert flagged(res, BUILDING) > 0.9
     with pytest.raises(UsageError, match="extent_radius_px"):
         DetectParams(extent_radius_px=-1)
+
+
+def test_threshold_sample_is_every_pixel_on_small_grids_and_faithful_on_large_ones():
+    """The robust threshold of a large grid comes from an even subsample whose median and MAD
+    are those of all its pixels; grids up to THRESHOLD_SAMPLE pixels use every valid pixel."""
+    from pipeline.detect import THRESHOLD_SAMPLE, _threshold, _threshold_sample
+
+    rng = np.random.default_rng(2)
+    small = rng.gamma(2.0, 0.01, (300, 200)).astype(np.float32)
+    valid = np.ones(small.shape, bool)
+    valid[:10] = False
+    small[50, 50] = np.nan
+    np.testing.assert_array_equal(np.sort(_threshold_sample(small, valid)), np.sort(small[valid & np.isfinite(small)]))
+    big = rng.gamma(2.0, 0.01, (2100, 2000)).astype(np.float32)
+    ok = np.ones(big.shape, bool)
+    ok[:, :300] = False
+    sample = _threshold_sample(big, ok)
+    assert sample.size <= THRESHOLD_SAMPLE and sample.size > THRESHOLD_SAMPLE // 3
+    full = _threshold(big[ok], "robust", dof=5, chi2_p=0.001, robust_k=6.0)
+    assert _threshold(sample, "robust", dof=5, chi2_p=0.001, robust_k=6.0) == pytest.approx(full, rel=5e-3)
