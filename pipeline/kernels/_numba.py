@@ -601,9 +601,10 @@ def histogram(values, mask, use_mask, lo, denom, fn, edges, counts_out):
 
 
 @njit(**FLAGS)
-def dn_to_reflectance(dn, sel, valid, off, out):
+def dn_to_reflectance(dn, sel, valid, off, out, counts):
     """out[k] = (dn[sel[k]] - off) * 1e-4 over (B, H, W) uint16; NaN in every band where ``valid``
-    is False or any selected band is 0 (no data)."""
+    is False or any selected band is 0 (no data). ``counts`` (H, 2) int64 receives per row the
+    number of values written with data and how many of them are below 0 (DN below the offset)."""
     K = sel.shape[0]
     H = dn.shape[1]
     W = dn.shape[2]
@@ -620,11 +621,18 @@ def dn_to_reflectance(dn, sel, valid, off, out):
                 u = r[j]
                 bad[j] |= u == 0
                 o[j] = (np.float32(u) - off) * scale
+        n_good = 0
+        n_below = 0
         for k in range(K):
             o = out[k, i]
             for j in range(W):
                 if bad[j]:
                     o[j] = NAN32
+                else:
+                    n_good += 1
+                    n_below += o[j] < 0
+        counts[i, 0] = n_good
+        counts[i, 1] = n_below
 
 
 @njit(inline="always", **SERIAL)

@@ -90,18 +90,16 @@ def harmonise(stack: SceneStack, *, bands: Sequence[str] | None = None) -> Harmo
     T = len(stack)
     H, W = stack.grid.shape
     out = np.empty((T, len(bands), H, W), dtype=np.float32)
+    counts = np.empty((H, 2), dtype=np.int64)  # per row: values with data, of which below the offset
     offsets, handling = [], []
     for t, acq in enumerate(stack.acquisitions):
         off, how = offset_handling(acq)
         dn = np.ascontiguousarray(stack.data[t], dtype=np.uint16)
-        K.dn_to_reflectance(dn, sel, np.ascontiguousarray(stack.valid[t], dtype=bool), np.float32(off), out[t])
-        if off:  # a sample of the pixels with data is enough to tell a wrong offset
-            step = max(1, (H * W) // 1_000_000)
-            flat = out[t].reshape(len(bands), -1)[:, ::step]
-            good = flat[:, np.isfinite(flat).all(axis=0)]
-            if good.size and float((good < 0).mean()) > SUSPECT_BELOW_OFFSET:
-                how += f" (suspect: {100 * float((good < 0).mean()):.0f}% of DN below the offset)"
-                log.warning("acquisition %s: offset %d recorded but most DN are below it", acq.id, off)
+        K.dn_to_reflectance(dn, sel, np.ascontiguousarray(stack.valid[t], dtype=bool), np.float32(off), out[t], counts)
+        n_good, n_below = (int(c) for c in counts.sum(axis=0))
+        if off and n_good and n_below / n_good > SUSPECT_BELOW_OFFSET:  # counted in the conversion pass
+            how += f" (suspect: {100 * n_below / n_good:.0f}% of DN below the offset)"
+            log.warning("acquisition %s: offset %d recorded but most DN are below it", acq.id, off)
         offsets.append(off)
         handling.append(how)
     return Harmonised(out, bands, tuple(offsets), tuple(handling))

@@ -82,3 +82,18 @@ def test_matches_numpy_oracle_with_zero_dn_and_band_order():
     want[:, nod] = np.nan
     np.testing.assert_array_equal(h.reflectance[0], want)
     assert np.isnan(h.reflectance[0, :, 4, 5]).all()
+
+
+def test_suspect_share_is_counted_over_every_value_with_data():
+    """Planted: offset 2000; B02 (1234) is below it everywhere, B04 (3000) above: half the values
+    are below, which is not 'most'. With B04 also below on 3 pixels and a row of 4 pixels without
+    data (not counted): 8 pixels, 16 values, 11 below, 69 %."""
+    s = _stack([0], [""])
+    acq = Acquisition("y", s.acquisitions[0].time, processing_baseline="04.00", offset=2000)
+    data = s.data.copy()
+    valid = s.valid.copy()
+    assert "suspect" not in harmonise(SceneStack(s.grid, s.bands, data, valid, None, (acq,))).handling[0]
+    data[0, 1, 0, :3] = 1500
+    valid[0, 2, :] = False
+    h = harmonise(SceneStack(s.grid, s.bands, data, valid, None, (acq,)))
+    assert "suspect: 69% of DN below the offset" in h.handling[0]
