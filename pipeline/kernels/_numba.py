@@ -810,3 +810,47 @@ def bilinear_shift(src, iy, ix, w, out):
     over the row."""
     for y in prange(src.shape[0]):
         _shift_row(src, y, iy, ix, w, out[y])
+
+
+# --------------------------------------------------------------------------------------------
+# clear-sky masks
+
+
+@njit(**FLAGS)
+def any_nan(values, out):
+    """out[t, i, j] = any band of values[t, :, i, j] is NaN, over (T, B, H, W) float32."""
+    T, B, H, W = values.shape
+    for r in prange(T * H):
+        t = r // H
+        i = r - t * H
+        o = out[t, i]
+        for j in range(W):
+            o[j] = False
+        for b in range(B):
+            v = values[t, b, i]
+            for j in range(W):
+                o[j] |= v[j] != v[j]
+
+
+@njit(**FLAGS)
+def spectral_cloud(refl, i02, i04, i8a, i11, blue, white, swir, lo, out):
+    """Per pixel of (B, H, W) float32 reflectance: ``b02 > blue and b02 / max(b04, lo) > white and
+    b11 / max(b8a, lo) < swir`` in float32, NaN propagating through ``max`` (numpy's
+    ``np.maximum``), so a pixel with a NaN band is False."""
+    H = refl.shape[1]
+    W = refl.shape[2]
+    for i in prange(H):
+        r02 = refl[i02, i]
+        r04 = refl[i04, i]
+        r8a = refl[i8a, i]
+        r11 = refl[i11, i]
+        o = out[i]
+        for j in range(W):
+            b02 = r02[j]
+            d04 = r04[j]
+            if d04 < lo:
+                d04 = lo
+            d8a = r8a[j]
+            if d8a < lo:
+                d8a = lo
+            o[j] = (b02 > blue) and (b02 / d04 > white) and (r11[j] / d8a < swir)

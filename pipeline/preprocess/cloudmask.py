@@ -175,11 +175,15 @@ def scl_mask(scl: np.ndarray, *, classes: Sequence[int] = SCL.MASKED, dilate_px:
     return dilate(bad, dilate_px)
 
 
-def _band(refl: np.ndarray, bands: Sequence[str], name: str) -> np.ndarray:
+def _band_index(bands: Sequence[str], name: str) -> int:
     try:
-        return refl[list(bands).index(name)]
+        return list(bands).index(name)
     except ValueError:
         raise ValueError(f"spectral masks need band {name!r}; bands given: {', '.join(bands)}") from None
+
+
+def _band(refl: np.ndarray, bands: Sequence[str], name: str) -> np.ndarray:
+    return refl[_band_index(bands, name)]
 
 
 def spectral_cloud_mask(refl: np.ndarray, bands: Sequence[str], *, params: MaskParams | None = None) -> np.ndarray:
@@ -197,12 +201,17 @@ def spectral_cloud_mask(refl: np.ndarray, bands: Sequence[str], *, params: MaskP
     (H, W) bool
         True where cloud (not dilated).
     """
+    from ..kernels import _numba as K
+
     p = params or MaskParams()
-    b02, b04, b8a, b11 = (_band(refl, bands, n) for n in ("B02", "B04", "B8A", "B11"))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        white = b02 / np.maximum(b04, 1e-4)
-        swir = b11 / np.maximum(b8a, 1e-4)
-        return (b02 > p.cloud_blue) & (white > p.cloud_whiteness) & (swir < p.cloud_swir_ratio)
+    idx = [_band_index(bands, n) for n in ("B02", "B04", "B8A", "B11")]
+    refl = np.ascontiguousarray(refl, dtype=np.float32)
+    out = np.empty(refl.shape[1:], dtype=bool)
+    f32 = np.float32
+    # one parallel pass (:func:`pipeline.kernels._numba.spectral_cloud`), float32 as numpy would
+    # compute it: white = B02 / max(B04, 1e-4), swir = B11 / max(B8A, 1e-4)
+    K.spectral_cloud(refl, *idx, f32(p.cloud_blue), f32(p.cloud_whiteness), f32(p.cloud_swir_ratio), f32(1e-4), out)
+    return out
 
 
 def surface_guard(
@@ -432,7 +441,11 @@ def mask_stack(
         raise ValueError(f"unknown mask method {method!r}; use one of auto, {', '.join(MASK_METHODS)}")
     if scl is not None and scl.shape != (T, H, W):
         raise ValueError(f"scl must have shape {(T, H, W)}, got {scl.shape}")
-    data_ok = ~np.isnan(refl).any(axis=1)
+    from ..kernels import _numba as K
+
+    data_ok = np.empty((T, H, W), dtype=bool)
+    K.any_nan(np.ascontiguousarray(refl, dtype=np.float32), data_ok)  # one pass, no (T, B, H, W) temporary
+    np.logical_not(data_ok, out=data_ok)
     clear = MASK_METHODS[method](scl, refl, bands, data_ok, p)
     inside = np.ones((H, W), dtype=bool) if aoi_mask is None else np.asarray(aoi_mask, dtype=bool)
     n_in = max(int(inside.sum()), 1)

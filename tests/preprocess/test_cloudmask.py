@@ -168,3 +168,27 @@ def test_surface_guard_only_without_a_window_median():
     refl, _ = _single_date_scene()
     r = mask_stack(np.concatenate([refl] * 3), BANDS, method="spectral", params=MaskParams(surface_max_px=0))
     assert r.clear[:, 230:240, 200:212].all()
+
+
+def test_spectral_cloud_kernel_and_data_mask_equal_numpy():
+    """The fused cloud test and the no-data mask against the plain numpy expressions, on values
+    around every threshold, tiny and zero denominators and NaN bands."""
+    rng = np.random.default_rng(8)
+    bands = ("B02", "B03", "B04", "B8A", "B11")
+    refl = rng.choice(np.float32([0.0, 5e-5, 1e-4, 0.15, 0.2, 0.2001, 0.25, 0.3, 0.5]), size=(3, 5, 40, 30))
+    refl *= rng.choice(np.float32([0.8, 1.0, 1.25]), size=refl.shape)
+    refl[0, 3, 2, :7] = np.nan
+    refl[1, 0, 5, 5] = np.nan
+    refl[2, 2, :, 3] = np.nan
+    p = MaskParams()
+    for t in range(3):
+        b02, b04, b8a, b11 = refl[t, 0], refl[t, 2], refl[t, 3], refl[t, 4]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want = (b02 > p.cloud_blue) & (b02 / np.maximum(b04, 1e-4) > p.cloud_whiteness) & (b11 / np.maximum(b8a, 1e-4) < p.cloud_swir_ratio)
+        got = spectral_cloud_mask(refl[t], bands, params=p)
+        np.testing.assert_array_equal(got, want)
+        assert want.any() and not want.all()
+    res = mask_stack(refl, bands, method="spectral")
+    data_ok = ~np.isnan(refl).any(axis=1)
+    assert not (res.clear & ~data_ok).any()
+    np.testing.assert_allclose(res.valid_fraction, data_ok.mean(axis=(1, 2)))
