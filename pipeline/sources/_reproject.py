@@ -9,6 +9,7 @@ nearest; 0 is no data on both sides.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import numpy as np
 import rasterio
@@ -137,6 +138,11 @@ def read_to_grid(
             _HTTP_FAILED.set()
         if remote and _is_network_error(exc):
             raise SourceUnavailable(f"{href}: could not be read over HTTP ({exc}); check the connection and rerun") from exc
+        if not remote and "://" not in href and not href.startswith("/vsi") and not os.path.exists(href):
+            raise DataError(
+                f"{href}: no such file; the catalog points to a file that is not there: restore it, or rebuild "
+                "the catalog (`s2watch stac build`)"
+            ) from exc
         raise DataError(f"{href}: corrupt, truncated or unreadable raster ({exc}); delete or re-download it") from exc
     return arr
 

@@ -209,6 +209,10 @@ def test_missing_band_and_corrupt_file_then_rerun(archive, tartus, tmp_path):
     assert victim.name in str(ei.value)
     assert len(src.cache.entries()) == n_before + (0 if victim.parent.name in acqs[0].id else 1)
     assert not list((tmp_path / "cache").rglob(".tmp-*"))
+    victim.unlink()  # moved away after the catalog was built: said so, not "corrupt"
+    with pytest.raises(DataError, match="no such file; the catalog points to a file that is not there") as ei:
+        LocalStacSource(cat).read(tartus, acqs)
+    assert victim.name in str(ei.value) and "stac build" in str(ei.value)
     victim.write_bytes(saved)
     stack = LocalStacSource(cat, cache_dir=tmp_path / "cache").read(tartus, acqs)
     assert stack.valid.all()
