@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
@@ -48,7 +49,16 @@ COG_OPTIONS = {
 RGB_SCALE = 10000
 """``before_rgb.tif`` / ``after_rgb.tif`` store reflectance x 10000 as uint16 (0 = no data)."""
 
-_ENV = {"GDAL_PAM_ENABLED": "NO", "GDAL_NUM_THREADS": "1", "GDAL_TIFF_INTERNAL_MASK": "YES"}
+_ENV = {"GDAL_PAM_ENABLED": "NO", "GDAL_NUM_THREADS": "1", "GDAL_TIFF_INTERNAL_MASK": "YES", "GDAL_CACHEMAX": 64}
+"""GDAL settings of every write. The block cache is bounded (64 MB): each block is written once,
+so caching more only adds to the peak memory (a whole tile's magnitude otherwise held about 1.2 GB
+of cached and staged copies on top of its own 482 MB)."""
+
+STAGE_IN_MEMORY_MAX = 64 * 2**20
+"""Rasters up to this many bytes are staged as an in-memory GTiff before the COG copy; larger ones
+are staged in a temporary file beside the destination, removed afterwards, so the staging copy
+does not add to the process's memory (measured on a 10980^2 float32 magnitude: +98 MB and 4.0 s
+staged on disk against +545 MB and 5.3 s in memory)."""
 
 
 def _check_2d(arr: np.ndarray, grid: Grid, name: str) -> None:
@@ -86,19 +96,31 @@ def _write_cog(
     if photometric:
         profile["photometric"] = photometric
     opts = {**COG_OPTIONS, "OVERVIEW_RESAMPLING": resampling, "RESAMPLING": resampling, **(options or {})}
+
+    def fill(ds) -> None:
+        ds.write(data)
+        for i, d in enumerate(descriptions, start=1):
+            ds.set_band_description(i, d)
+        ds.update_tags(**{k: str(v) for k, v in tags.items()})
+        for i, bt in enumerate(band_tags or [], start=1):
+            ds.update_tags(i, **{k: str(v) for k, v in bt.items()})
+        if colormap is not None:
+            ds.write_colormap(1, colormap)
+
     with rasterio.Env(**_ENV):
-        with MemoryFile() as mem:
-            with mem.open(**profile) as ds:
-                ds.write(data)
-                for i, d in enumerate(descriptions, start=1):
-                    ds.set_band_description(i, d)
-                ds.update_tags(**{k: str(v) for k, v in tags.items()})
-                for i, bt in enumerate(band_tags or [], start=1):
-                    ds.update_tags(i, **{k: str(v) for k, v in bt.items()})
-                if colormap is not None:
-                    ds.write_colormap(1, colormap)
-            with mem.open() as src, atomic_path(path) as tmp:
-                rasterio.shutil.copy(src, tmp, driver="COG", **opts)
+        if data.nbytes <= STAGE_IN_MEMORY_MAX:
+            with MemoryFile() as mem:
+                with mem.open(**profile) as ds:
+                    fill(ds)
+                with mem.open() as src, atomic_path(path) as tmp:
+                    rasterio.shutil.copy(src, tmp, driver="COG", **opts)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f".{path.name}.stage-", dir=path.parent) as stage_dir:
+                stage = Path(stage_dir) / "stage.tif"
+                with rasterio.open(stage, "w", **profile, tiled=True, blockxsize=512, blockysize=512, bigtiff="IF_SAFER") as ds:
+                    fill(ds)
+                with rasterio.open(stage) as src, atomic_path(path) as tmp:
+                    rasterio.shutil.copy(src, tmp, driver="COG", **opts)
     log.debug("wrote %s", path)
     return path
 
