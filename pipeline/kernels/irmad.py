@@ -135,7 +135,7 @@ def _sample_pair(before, after, sample: int, seed: int, mask=None):
     return take(before), take(after)
 
 
-def irmad(before, after, *, mask=None, max_iter: int = 30, tol: float = 1e-4, sample: int | None = None, seed: int = 0):
+def irmad(before, after, *, mask=None, max_iter: int = 30, tol: float = 1e-3, sample: int | None = None, seed: int = 0):
     """IR-MAD change statistics of a co-registered pair.
 
     Parameters
@@ -149,7 +149,10 @@ def irmad(before, after, *, mask=None, max_iter: int = 30, tol: float = 1e-4, sa
     max_iter : int
         Maximum statistics passes (1 = plain MAD).
     tol : float
-        Convergence: stop when no canonical correlation moves more than ``tol``.
+        Convergence: stop when no canonical correlation moves more than ``tol`` (default 1e-3, the
+        criterion of Canty's reference implementation, ``iMad.py``). The smallest canonical
+        correlations creep for dozens of iterations after the no-change weights have settled: at
+        1e-4 a 4096^2 pair and the simulated AOIs ran all 30 iterations.
     sample : int, optional
         Compute the statistics on this many random pixels (drawn with ``seed``) instead of all;
         recommended for full tiles (e.g. 1_000_000). The final transform still covers every pixel.
