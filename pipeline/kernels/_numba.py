@@ -854,3 +854,37 @@ def spectral_cloud(refl, i02, i04, i8a, i11, blue, white, swir, lo, out):
             if d8a < lo:
                 d8a = lo
             o[j] = (b02 > blue) and (b02 / d04 > white) and (r11[j] / d8a < swir)
+
+
+# --------------------------------------------------------------------------------------------
+# radiometric normalisation: the pixels IR-MAD judges
+
+
+@njit(**SERIAL)
+def every_kth_valid_pair(ref, tgt, valid, step, out_idx, out_ref, out_tgt):
+    """Walk the flat pixels of (B, P) float32 ``ref`` / ``tgt`` where ``valid`` (P,) holds; of every
+    ``step``-th such pixel (the 0th, the step-th, ...) keep those finite in every band of both:
+    their flat index goes to ``out_idx`` and their values to ``out_ref`` / ``out_tgt`` (B, cap).
+    Returns how many were kept (in raster order)."""
+    B, P = ref.shape
+    count = 0
+    n = 0
+    for p in range(P):
+        if not valid[p]:
+            continue
+        if count % step == 0:
+            ok = True
+            for b in range(B):
+                r = ref[b, p]
+                t = tgt[b, p]
+                if r != r or t != t:
+                    ok = False
+                    break
+            if ok:
+                out_idx[n] = p
+                for b in range(B):
+                    out_ref[b, n] = ref[b, p]
+                    out_tgt[b, n] = tgt[b, p]
+                n += 1
+        count += 1
+    return n

@@ -127,11 +127,17 @@ def fit_normalisation(
     target = np.asarray(target, dtype=np.float32)
     if reference.shape != target.shape or reference.ndim != 3:
         raise ValueError(f"reference and target must be (B, H, W) of one shape, got {reference.shape}, {target.shape}")
-    B = reference.shape[0]
     m = np.asarray(nochange, dtype=bool)
     if m.shape != reference.shape[1:]:
         raise ValueError(f"nochange must be {reference.shape[1:]}, got {m.shape}")
-    idx = np.flatnonzero(m)
+    return _fit(reference, target, np.flatnonzero(m), min_pixels=min_pixels, trim_sigma=trim_sigma, trim_iter=trim_iter)
+
+
+def _fit(
+    reference: np.ndarray, target: np.ndarray, idx: np.ndarray, *, min_pixels: int = 50, trim_sigma: float = 3.0, trim_iter: int = 2
+) -> Normalisation:
+    """:func:`fit_normalisation` on the candidate pixels given by their ascending flat indices."""
+    B = reference.shape[0]
     # data in both composites, tested on the candidates only (not on every pixel of the image)
     ok = np.isfinite(reference.reshape(B, -1)[:, idx]).all(axis=0) & np.isfinite(target.reshape(B, -1)[:, idx]).all(axis=0)
     idx = idx[ok]
@@ -164,7 +170,7 @@ def fit_normalisation(
             break
         keep = new_keep
     sd = res[:, keep].std(axis=1)
-    used = np.zeros_like(m)
+    used = np.zeros(reference.shape[1:], dtype=bool)
     used.reshape(-1)[idx[keep]] = True
     return Normalisation(gain, offset, used, int(keep.sum()), sd)
 
@@ -186,6 +192,35 @@ def irmad_nochange(reference: np.ndarray, target: np.ndarray, *, valid: np.ndarr
     if valid is not None:
         nochange &= valid
     return nochange, res
+
+
+def _judged_pixels(reference: np.ndarray, target: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels IR-MAD judges: every k-th ``valid`` pixel in raster order (k = 1 up to
+    :data:`NOCHANGE_SAMPLE` of them) with data in every band of both composites, as their flat
+    indices and their values laid out ``(B, rows, _ROW)`` (whole rows of ``_ROW`` pixels, so the
+    kernels run in parallel over rows; a single row when there are fewer than ``2 _ROW``).
+
+    One serial pass (:func:`pipeline.kernels._numba.every_kth_valid_pair`) instead of the flat
+    indices of every valid pixel and two full gathers."""
+    from ..kernels import _numba as K
+
+    B = reference.shape[0]
+    valid = np.ascontiguousarray(valid, dtype=bool).reshape(-1)
+    n_valid = int(np.count_nonzero(valid))
+    step = max(1, -(-n_valid // NOCHANGE_SAMPLE))
+    cap = -(-n_valid // step)
+    idx = np.empty(cap, np.int64)
+    rs = np.empty((B, cap), np.float32)
+    ts = np.empty((B, cap), np.float32)
+    ref2 = np.ascontiguousarray(reference, dtype=np.float32).reshape(B, -1)
+    tgt2 = np.ascontiguousarray(target, dtype=np.float32).reshape(B, -1)
+    n = int(K.every_kth_valid_pair(ref2, tgt2, valid, step, idx, rs, ts))
+    if n >= 2 * _ROW:
+        n = (n // _ROW) * _ROW
+        shape = (B, -1, _ROW)
+    else:
+        shape = (B, 1, -1)
+    return idx[:n], np.ascontiguousarray(rs[:, :n]).reshape(shape), np.ascontiguousarray(ts[:, :n]).reshape(shape)
 
 
 def normalise(
@@ -236,19 +271,7 @@ def normalise(
             raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
         # IR-MAD judges an even subsample of the valid pixels (statistics on IRMAD_SAMPLE of
         # them, no-change probabilities for all of them): the fit needs no more
-        B = reference.shape[0]
-        idx = np.flatnonzero(valid)
-        if idx.size > NOCHANGE_SAMPLE:
-            idx = idx[:: -(-idx.size // NOCHANGE_SAMPLE)]
-        rs = reference.reshape(B, -1)[:, idx]
-        ts = target.reshape(B, -1)[:, idx]
-        keep = np.flatnonzero(np.isfinite(rs).all(axis=0) & np.isfinite(ts).all(axis=0))
-        shape = (B, 1, -1)
-        if keep.size >= 2 * _ROW:  # whole rows of _ROW pixels: the kernels run in parallel over rows
-            keep = keep[: (keep.size // _ROW) * _ROW]
-            shape = (B, -1, _ROW)
-        idx = idx[keep]
-        rs, ts = rs[:, keep].reshape(shape), ts[:, keep].reshape(shape)
+        idx, rs, ts = _judged_pixels(reference, target, valid)
         nc_s, res = irmad_nochange(rs, ts, valid=np.ones(rs.shape[1:], bool), p_min=p_min)
         nc_s = nc_s.reshape(-1)
         n_nc, n_valid = int(nc_s.sum()), idx.size
@@ -260,9 +283,13 @@ def normalise(
             if k > 0:
                 cut = np.partition(p, -k)[-k]
                 nc_s = p >= cut
-        nochange = np.zeros(valid.shape, dtype=bool)
-        nochange.reshape(-1)[idx[nc_s]] = True
-    norm = fit_normalisation(reference, target, nochange & valid, min_pixels=min_pixels)
+        candidates = idx[nc_s]  # ascending flat indices, valid by construction
+    else:
+        nochange = np.asarray(nochange, dtype=bool)
+        if nochange.shape != reference.shape[1:]:
+            raise ValueError(f"nochange must be {reference.shape[1:]}, got {nochange.shape}")
+        candidates = np.flatnonzero(nochange & valid)
+    norm = _fit(reference, target, candidates, min_pixels=min_pixels)
     if res is not None:
         norm = Normalisation(norm.gain, norm.offset, norm.nochange, norm.n_nochange, norm.residual_sd, res)
     log.debug("normalisation: gain %s offset %s on %d pixels", norm.gain.round(4), norm.offset.round(4), norm.n_nochange)

@@ -102,3 +102,34 @@ def test_min_fraction_floors_the_nochange_set():
     np.testing.assert_allclose(floored.offset, offset, atol=0.01)
     with pytest.raises(ValueError, match="min_fraction"):
         normalise(before, after, min_fraction=1.5)
+
+
+@pytest.mark.parametrize("shape, nan_rows", [((40, 37), 3), ((300, 290), 0), ((700, 600), 5)])
+def test_judged_pixels_equal_the_numpy_selection(shape, nan_rows, monkeypatch):
+    """The pixels IR-MAD judges: every k-th valid pixel in raster order with data in both
+    composites, laid out in whole rows; checked against the plain numpy selection."""
+    import importlib
+
+    N = importlib.import_module("pipeline.preprocess.normalise")  # the package re-exports a function of that name
+
+    monkeypatch.setattr(N, "NOCHANGE_SAMPLE", 50_000)  # so that the larger grids are thinned
+    rng = np.random.default_rng(4)
+    B = 3
+    ref = rng.random((B,) + shape).astype(np.float32)
+    tgt = rng.random((B,) + shape).astype(np.float32)
+    ref[1, :nan_rows] = np.nan
+    tgt[2, :, :2] = np.nan
+    valid = rng.random(shape) > 0.2
+    idx, rs, ts = N._judged_pixels(ref, tgt, valid)
+    want = np.flatnonzero(valid)
+    if want.size > N.NOCHANGE_SAMPLE:
+        want = want[:: -(-want.size // N.NOCHANGE_SAMPLE)]
+    r2, t2 = ref.reshape(B, -1)[:, want], tgt.reshape(B, -1)[:, want]
+    keep = np.isfinite(r2).all(axis=0) & np.isfinite(t2).all(axis=0)
+    want = want[keep]
+    if want.size >= 2 * N._ROW:
+        want = want[: (want.size // N._ROW) * N._ROW]
+        assert rs.shape[1:] == (want.size // N._ROW, N._ROW)
+    np.testing.assert_array_equal(idx, want)
+    np.testing.assert_array_equal(rs.reshape(B, -1), ref.reshape(B, -1)[:, want])
+    np.testing.assert_array_equal(ts.reshape(B, -1), tgt.reshape(B, -1)[:, want])
