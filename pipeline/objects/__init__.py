@@ -60,10 +60,6 @@ class ObjectParams:
     opening_radius_px : int
         Radius in pixels of the disc of the binary opening that removes slivers narrower than
         2r+1 pixels (misregistered edges) and clips rectangle corners; 0 disables it. Default 1.
-    closing_radius_px : int
-        Radius in pixels of the disc of a binary closing applied before the opening: fragments
-        of one change up to 2r pixels apart are joined into one object (SiROC's closing-then-
-        opening, Kondmann et al. 2021). 0 disables it. Default 2.
     connectivity : int
         1 joins pixels by edges only, 2 also diagonally. Default 2.
     simplify_m : float
@@ -89,7 +85,6 @@ class ObjectParams:
 
     min_area_m2: float = 400.0
     opening_radius_px: int = 1
-    closing_radius_px: int = 2
     connectivity: int = 2
     simplify_m: float = 5.0
     touch_m: float = 20.0
@@ -103,7 +98,6 @@ class ObjectParams:
         checks = {
             "min_area_m2": self.min_area_m2 >= 0,
             "opening_radius_px": isinstance(self.opening_radius_px, (int, np.integer)) and self.opening_radius_px >= 0,
-            "closing_radius_px": isinstance(self.closing_radius_px, (int, np.integer)) and self.closing_radius_px >= 0,
             "connectivity": self.connectivity in (1, 2),
             "simplify_m": self.simplify_m >= 0,
             "touch_m": self.touch_m >= 0,
@@ -114,7 +108,7 @@ class ObjectParams:
         if bad:
             raise UsageError(
                 "invalid ObjectParams: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
-                + " (areas and distances >= 0, opening_radius_px and closing_radius_px non-negative ints, connectivity 1 or 2, max_objects >= 1)"
+                + " (areas and distances >= 0, opening_radius_px a non-negative int, connectivity 1 or 2, max_objects >= 1)"
             )
         get_classifier(self.classifier)  # unknown names fail here, listing the valid ones
 
@@ -220,14 +214,7 @@ def extract_objects(
 
     px_area = grid.pixel_area_m2
     min_pixels = max(1, int(math.ceil(p.min_area_m2 / px_area - 1e-9)))
-    mask = clean_mask(
-        change_mask & valid,
-        opening_radius_px=p.opening_radius_px,
-        min_pixels=min_pixels,
-        connectivity=p.connectivity,
-        closing_radius_px=p.closing_radius_px,
-        valid=valid,
-    )
+    mask = clean_mask(change_mask & valid, opening_radius_px=p.opening_radius_px, min_pixels=min_pixels, connectivity=p.connectivity)
     labels, n = label_regions(mask, connectivity=p.connectivity)
     class_map = np.where(valid, np.uint8(NO_CHANGE_CODE), np.uint8(NODATA_CODE)).astype(np.uint8)
     if n == 0:
