@@ -138,12 +138,13 @@ class DetectParams:
         through its halo (real OSCD pairs: pooled pixel recall 0.38 -> 0.43 at r = 3, precision
         0.45 -> 0.44). Default 3 (70 m window: halo plus misregistration with room to spare).
     closing_radius_px : int
-        After the trim, a binary closing with a disc of this radius (pixels) joins the fragments
-        of one change: gaps up to 2r pixels wide are filled, but only with pixels whose
-        magnitude is at least ``extent_fraction`` x the threshold (the level at which the trim
-        cuts the outline of the weakest change reported), so two changes separated by unchanged
-        ground stay two objects. Closing before the objects' opening is SiROC's morphological
-        post-processing (Kondmann et al. 2021, arXiv 2110.02068). 0 disables it. Default 2.
+        After the trim and the persistence test, a binary closing with a disc of this radius
+        (pixels) joins the fragments of one change: gaps up to 2r pixels wide are filled, but
+        only with pixels whose magnitude is at least ``extent_fraction`` x the threshold (the
+        level at which the trim cuts the outline of the weakest change reported), so two changes
+        separated by unchanged ground stay two objects. Closing before the objects' opening is
+        SiROC's morphological post-processing (Kondmann et al. 2021, arXiv 2110.02068). 0
+        disables it. Default 2.
     min_persistence : int
         A changed pixel must also be changed in at least this many individual clear after
         acquisitions. Default 2.
@@ -906,8 +907,6 @@ def detect_stacks(
             changed = both & (stat > thr) & (cva_map >= params.min_cva)
         if params.extent_fraction > 0 and changed.any():
             changed &= _trim_extent(changed, stat, params.extent_fraction, radius_px=params.extent_radius_px)
-        if params.closing_radius_px > 0 and changed.any() and np.isfinite(thr):
-            changed = _close_gaps(changed, stat, both, params.extent_fraction * thr, radius_px=params.closing_radius_px)
         # the CVA level the changed pixels reach: persistence compares single dates against it
         cva_level = max(params.min_cva, float(np.nanpercentile(cva_map[changed], 5)) if changed.any() else params.min_cva)
 
@@ -931,6 +930,10 @@ def detect_stacks(
             changed &= count >= params.min_persistence
             persistence_info["applied"] = True
             persistence_info["pixels_dropped"] = dropped
+
+    if params.closing_radius_px > 0 and changed.any() and np.isfinite(thr):
+        with timer("threshold"):  # after persistence: the pixels it adds are below the threshold by design
+            changed = _close_gaps(changed, stat, both, params.extent_fraction * thr, radius_px=params.closing_radius_px)
 
     with timer("objects"):
         from .objects import extract_objects
