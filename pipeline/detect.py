@@ -140,11 +140,14 @@ class DetectParams:
     closing_radius_px : int
         After the trim and the persistence test, a binary closing with a disc of this radius
         (pixels) joins the fragments of one change: gaps up to 2r pixels wide are filled, but
-        only with pixels whose magnitude is at least ``extent_fraction`` x the threshold (the
-        level at which the trim cuts the outline of the weakest change reported), so two changes
-        separated by unchanged ground stay two objects. Closing before the objects' opening is
-        SiROC's morphological post-processing (Kondmann et al. 2021, arXiv 2110.02068). 0
-        disables it. Default 2.
+        only with pixels the trim would keep, whose magnitude is at least ``extent_fraction`` x
+        the local peak of the changed pixels within ``extent_radius_px`` (at least r): a
+        construction site flagged in pieces becomes one object, while the halo between two new
+        roofs a few pixels apart (under the trim's level) keeps them two. Closing before the
+        objects' opening is SiROC's morphological post-processing (Kondmann et al. 2021, arXiv
+        2110.02068). On the real OSCD pairs, pooled pixel F1 0.443 -> 0.449, non-natural
+        classes 0.417 -> 0.427 (with ``ClassifyThresholds.water_swir_dark``). 0 disables it.
+        Default 2.
     min_persistence : int
         A changed pixel must also be changed in at least this many individual clear after
         acquisitions. Default 2.
@@ -543,14 +546,20 @@ def _trim_extent(changed: np.ndarray, stat: np.ndarray, fraction: float, *, radi
     return out
 
 
-def _close_gaps(changed: np.ndarray, stat: np.ndarray, valid: np.ndarray, level: float, *, radius_px: int) -> np.ndarray:
-    """``changed`` closed with a disc of ``radius_px``, adding only ``valid`` pixels whose
-    ``stat`` is at least ``level`` (:func:`pipeline.objects.label.clean_mask`)."""
+def _close_gaps(changed: np.ndarray, stat: np.ndarray, valid: np.ndarray, fraction: float, *, radius_px: int, peak_radius_px: int) -> np.ndarray:
+    """``changed`` closed with a disc of ``radius_px``, adding only ``valid`` pixels that would
+    pass the halo trim: ``stat`` at least ``fraction`` x the local peak of the changed pixels
+    within ``peak_radius_px`` (:func:`pipeline.kernels.thresholds.local_peak_keep`)."""
+    from .kernels.thresholds import local_peak_keep
     from .objects.label import clean_mask
 
+    closed = clean_mask(changed, opening_radius_px=0, min_pixels=0, closing_radius_px=radius_px)
+    added = closed & ~changed & valid
+    if not added.any():
+        return changed
     with np.errstate(invalid="ignore"):
-        closable = valid & (stat >= level)
-    return clean_mask(changed, opening_radius_px=0, min_pixels=0, closing_radius_px=radius_px, closable=closable)
+        added &= np.isfinite(stat)
+    return changed | local_peak_keep(changed, stat, fraction, radius_px=peak_radius_px, query=added)
 
 
 def _deltas_at(before: np.ndarray, after: np.ndarray, bands):
@@ -931,9 +940,11 @@ def detect_stacks(
             persistence_info["applied"] = True
             persistence_info["pixels_dropped"] = dropped
 
-    if params.closing_radius_px > 0 and changed.any() and np.isfinite(thr):
+    if params.closing_radius_px > 0 and changed.any():
         with timer("threshold"):  # after persistence: the pixels it adds are below the threshold by design
-            changed = _close_gaps(changed, stat, both, params.extent_fraction * thr, radius_px=params.closing_radius_px)
+            changed = _close_gaps(
+                changed, stat, both, params.extent_fraction, radius_px=params.closing_radius_px, peak_radius_px=max(params.extent_radius_px, params.closing_radius_px)
+            )
 
     with timer("objects"):
         from .objects import extract_objects
