@@ -146,7 +146,7 @@ class DetectParams:
         roofs a few pixels apart (under the trim's level) keeps them two. Closing before the
         objects' opening is SiROC's morphological post-processing (Kondmann et al. 2021, arXiv
         2110.02068). On the real OSCD pairs, pooled pixel F1 0.443 -> 0.449, non-natural
-        classes 0.417 -> 0.427 (with ``ClassifyThresholds.water_swir_dark``). 0 disables it.
+        classes 0.418 -> 0.427 (with ``ClassifyThresholds.water_swir_dark``). 0 disables it.
         Default 2.
     min_persistence : int
         A changed pixel must also be changed in at least this many individual clear after
@@ -942,9 +942,8 @@ def detect_stacks(
 
     if params.closing_radius_px > 0 and changed.any():
         with timer("threshold"):  # after persistence: the pixels it adds are below the threshold by design
-            changed = _close_gaps(
-                changed, stat, both, params.extent_fraction, radius_px=params.closing_radius_px, peak_radius_px=max(params.extent_radius_px, params.closing_radius_px)
-            )
+            peak_r = max(params.extent_radius_px, params.closing_radius_px)
+            changed = _close_gaps(changed, stat, both, params.extent_fraction, radius_px=params.closing_radius_px, peak_radius_px=peak_r)
 
     with timer("objects"):
         from .objects import extract_objects

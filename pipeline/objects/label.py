@@ -55,17 +55,15 @@ def clean_mask(
     min_pixels: int = 3,
     connectivity: int = 2,
     closing_radius_px: int = 0,
-    closable: np.ndarray | None = None,
 ) -> np.ndarray:
     """Join fragments, then remove thin slivers and speckle from a change mask.
 
-    The steps, in order: binary closing (``closing_radius_px``; it adds only ``closable``
-    pixels), binary opening (``opening_radius_px``), removal of regions smaller than
-    ``min_pixels``. Closing before opening is the morphological
-    post-processing of SiROC (Kondmann et al. 2021, IEEE TGRS, arXiv 2110.02068), which turns
-    pixel changes into object changes: a change a few pixels across is rarely flagged whole (a
-    roof and its shadowed side, a construction site with an unchanged patch), so its fragments
-    are joined before slivers are removed.
+    The steps, in order: binary closing (``closing_radius_px``), binary opening
+    (``opening_radius_px``), removal of regions smaller than ``min_pixels``. Closing before
+    opening is the morphological post-processing of SiROC (Kondmann et al. 2021, IEEE TGRS, arXiv
+    2110.02068), which turns pixel changes into object changes: a change a few pixels across is
+    rarely flagged whole (a roof and its shadowed side, a construction site with an unchanged
+    patch), so its fragments are joined before slivers are removed.
 
     Parameters
     ----------
@@ -75,9 +73,6 @@ def clean_mask(
         Radius (pixels) of the disc of a binary closing (dilation, then erosion) applied first;
         0 skips it (default). A radius of 2 joins fragments up to 4 pixels apart and fills
         notches of that width; it never adds a region where no pixel changed.
-    closable : (H, W) bool, keyword-only, optional
-        The only pixels the closing may add (e.g. data inside the AOI with some change). Default:
-        any.
     opening_radius_px : int, keyword-only
         Radius (pixels) of the disc used for a binary opening; 0 skips it. A radius of 1 (a 3x3
         cross) removes lines one or two pixels wide, typical of misregistered edges, keeps
@@ -105,10 +100,6 @@ def clean_mask(
             "opening_radius_px, min_pixels and closing_radius_px must be >= 0, got "
             f"{opening_radius_px}, {min_pixels} and {closing_radius_px}"
         )
-    if closable is not None:
-        closable = _check_2d("closable", closable, mask.shape)
-        if closable.dtype != bool:
-            raise UsageError(f"closable must be a bool array, got dtype {closable.dtype}")
     out = mask.copy()
     if closing_radius_px > 0 and out.any():
         # padded with r pixels of no change: the erosion then treats the image edge like any
@@ -116,10 +107,7 @@ def clean_mask(
         r = int(closing_radius_px)
         padded = np.pad(out, r)
         padded = ndimage.binary_closing(padded, structure=morphology.disk(r).astype(bool))
-        added = padded[r:-r, r:-r] & ~out
-        if closable is not None:
-            added &= closable
-        out |= added
+        out |= padded[r:-r, r:-r]
     if opening_radius_px > 0:
         out = ndimage.binary_opening(out, structure=morphology.disk(int(opening_radius_px)).astype(bool))
     if min_pixels > 1 and out.any():
