@@ -137,6 +137,17 @@ class DetectParams:
         one strong pixel (a bright new roof) erased the weaker but real change joined to it
         through its halo (real OSCD pairs: pooled pixel recall 0.38 -> 0.43 at r = 3, precision
         0.45 -> 0.44). Default 3 (70 m window: halo plus misregistration with room to spare).
+    closing_radius_px : int
+        After the trim and the persistence test, a binary closing with a disc of this radius
+        (pixels) joins the fragments of one change: gaps up to 2r pixels wide are filled, but
+        only with pixels the trim would keep, whose magnitude is at least ``extent_fraction`` x
+        the local peak of the changed pixels within ``extent_radius_px`` (at least r): a
+        construction site flagged in pieces becomes one object, while the halo between two new
+        roofs a few pixels apart (under the trim's level) keeps them two. Closing before the
+        objects' opening is SiROC's morphological post-processing (Kondmann et al. 2021, arXiv
+        2110.02068). On the real OSCD pairs, pooled pixel F1 0.443 -> 0.449, non-natural
+        classes 0.418 -> 0.427 (with ``ClassifyThresholds.water_swir_dark``). 0 disables it.
+        Default 2.
     min_persistence : int
         A changed pixel must also be changed in at least this many individual clear after
         acquisitions. Default 2.
@@ -171,6 +182,7 @@ class DetectParams:
     smooth_px: float = 0.0
     extent_fraction: float = 0.4
     extent_radius_px: int = 3
+    closing_radius_px: int = 2
     min_persistence: int = 2
     persistence_factor: float = 0.75
     objects: ObjectParams = field(default_factory=ObjectParams)
@@ -202,6 +214,8 @@ class DetectParams:
             raise UsageError(f"min_clear_fraction must be in [0, 1], got {self.min_clear_fraction}")
         if not (isinstance(self.extent_radius_px, (int, np.integer)) and self.extent_radius_px >= 0):
             raise UsageError(f"extent_radius_px must be a non-negative int, got {self.extent_radius_px!r}")
+        if not (isinstance(self.closing_radius_px, (int, np.integer)) and self.closing_radius_px >= 0):
+            raise UsageError(f"closing_radius_px must be a non-negative int, got {self.closing_radius_px!r}")
         if self.min_persistence < 0:
             raise UsageError(f"min_persistence must be >= 0, got {self.min_persistence}")
         if self.coreg_band not in self.bands:
@@ -547,6 +561,21 @@ def _trim_extent(changed: np.ndarray, stat: np.ndarray, fraction: float, *, radi
     out = np.zeros_like(changed)
     out[changed] = vals >= fraction * peak[lab]
     return out
+
+
+def _close_gaps(changed: np.ndarray, stat: np.ndarray, valid: np.ndarray, fraction: float, *, radius_px: int, peak_radius_px: int) -> np.ndarray:
+    """``changed`` closed with a disc of ``radius_px``, adding only ``valid`` pixels that would
+    pass the halo trim: ``stat`` at least ``fraction`` x the local peak of the changed pixels
+    within ``peak_radius_px`` (:func:`pipeline.kernels.thresholds.local_peak_keep`)."""
+    from .kernels.thresholds import local_peak_keep
+    from .objects.label import close_mask
+
+    added = close_mask(changed, radius_px=radius_px) & ~changed & valid
+    if not added.any():
+        return changed
+    with np.errstate(invalid="ignore"):
+        added &= np.isfinite(stat)
+    return changed | local_peak_keep(changed, stat, fraction, radius_px=peak_radius_px, query=added)
 
 
 def _deltas_at(before: np.ndarray, after: np.ndarray, bands):
@@ -926,6 +955,11 @@ def detect_stacks(
             changed &= count >= params.min_persistence
             persistence_info["applied"] = True
             persistence_info["pixels_dropped"] = dropped
+
+    if params.closing_radius_px > 0 and changed.any():
+        with timer("threshold"):  # after persistence: the pixels it adds are below the threshold by design
+            peak_r = max(params.extent_radius_px, params.closing_radius_px)
+            changed = _close_gaps(changed, stat, both, params.extent_fraction, radius_px=params.closing_radius_px, peak_radius_px=peak_r)
 
     with timer("objects"):
         from .objects import extract_objects

@@ -507,15 +507,16 @@ def greater_mask(values, t, mask, use_mask, out):
 
 
 @njit(**FLAGS)
-def local_peak_keep(changed, values, radius, fraction, out):
-    """out = changed & (values >= fraction x the largest value of a changed pixel within
-    ``radius`` pixels, a square window), over (H, W); only changed pixels read their window."""
+def local_peak_keep(changed, query, values, radius, fraction, out):
+    """out = query & (values >= fraction x the largest value of a changed pixel within
+    ``radius`` pixels, a square window, or of the pixel itself), over (H, W); only query pixels
+    read their window (``query`` is ``changed`` for the halo trim)."""
     H, W = changed.shape
     for i in prange(H):
         i0 = max(0, i - radius)
         i1 = min(H, i + radius + 1)
         for j in range(W):
-            if not changed[i, j]:
+            if not query[i, j]:
                 out[i, j] = False
                 continue
             v = values[i, j]

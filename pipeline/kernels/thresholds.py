@@ -285,33 +285,43 @@ def apply_threshold(values, t: float, *, mask=None, out=None):
     return out
 
 
-def local_peak_keep(changed, values, fraction: float, *, radius_px: int, out=None) -> np.ndarray:
+def local_peak_keep(changed, values, fraction: float, *, radius_px: int, query=None, out=None) -> np.ndarray:
     """Changed pixels whose value reaches ``fraction`` x the local peak of the changed pixels.
 
     A halo trim: a pixel of ``changed`` is kept when ``values`` there is at least ``fraction``
     times the largest ``values`` of a changed pixel within ``radius_px`` pixels (a square
-    (2r+1)^2 window clipped at the edges); unchanged pixels are False.
+    (2r+1)^2 window clipped at the edges); unchanged pixels are False. With ``query``, the
+    pixels of ``query`` are tested instead (changed or not) against the same local peak, or
+    their own value when larger: which pixels next to a change would pass its trim.
 
     Parameters
     ----------
     changed : (H, W) bool
     values : (H, W) float32
-        The change statistic; must be finite where ``changed`` (NaN elsewhere is fine).
+        The change statistic; must be finite where ``changed`` or ``query`` (NaN elsewhere is fine).
     fraction : float
         0-1.
     radius_px : int, keyword-only
         Window radius, pixels (>= 0; 0 keeps every changed pixel with ``values >= fraction x values``).
+    query : (H, W) bool, keyword-only, optional
+        The pixels tested; default ``changed``.
     out : (H, W) bool, optional
 
     Notes
     -----
-    One parallel pass over the rows; only changed pixels read their window, so the cost is about
-    (changed pixels) x (2r+1)^2 reads, no temporaries.
+    One parallel pass over the rows; only tested pixels read their window, so the cost is about
+    (tested pixels) x (2r+1)^2 reads, no temporaries.
     """
     changed = np.asarray(changed)
     values = np.asarray(values)
     if changed.dtype != bool or changed.ndim != 2 or values.shape != changed.shape:
         raise UsageError(f"changed must be a (H, W) bool array and values of its shape; got {changed.dtype} {changed.shape}, {values.shape}")
+    if query is None:
+        query = changed
+    else:
+        query = np.asarray(query)
+        if query.dtype != bool or query.shape != changed.shape:
+            raise UsageError(f"query must be a bool array of shape {changed.shape}; got {query.dtype} {query.shape}")
     if not (isinstance(radius_px, (int, np.integer)) and radius_px >= 0):
         raise UsageError(f"radius_px must be a non-negative int, got {radius_px!r}")
     if out is None:
@@ -319,5 +329,5 @@ def local_peak_keep(changed, values, fraction: float, *, radius_px: int, out=Non
     elif not isinstance(out, np.ndarray) or out.shape != changed.shape or out.dtype != bool:
         raise UsageError(f"out must be a bool array of shape {changed.shape}")
     vals = values if values.dtype == np.float32 else values.astype(np.float32)
-    _numba.local_peak_keep(changed, vals, int(radius_px), np.float32(fraction), out)
+    _numba.local_peak_keep(changed, query, vals, int(radius_px), np.float32(fraction), out)
     return out

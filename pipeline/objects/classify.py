@@ -117,6 +117,13 @@ class ClassifyThresholds:
         which can have MNDWI > 0 and a dark NIR in a winter scene, are brighter). 0.05.
     vegetated_ndvi_min : float
         Smallest NDVI of the vegetated side (after for growth, before for loss). 0.25.
+    water_swir_dark : bool
+        Water appearing must also be dark in the SWIR after, B11 <= ``water_swir_max`` (the test
+        of :func:`water_both_dates`): water absorbs at 1.6 um whether clear or turbid, whereas a
+        new dark roof or a shaded street can pass MNDWI > 0 with a dark NIR (measured on a real
+        OSCD pair: B11 0.11 after, classed ``water`` without this test). Only the appearing side
+        is tested: water replaced by land is classed by what replaced it, and a region along a
+        shore mixes land into its mean. True; False restores the MNDWI + NIR test.
     replaced_vegetation : bool
         A vegetation loss (NDVI down by ``ndvi_min``) that brightens the visible bands by
         ``brightness_min`` or more is vegetation replaced by another surface, not a vegetation
@@ -148,6 +155,7 @@ class ClassifyThresholds:
     water_nir_max: float = 0.15
     water_swir_max: float = 0.05
     vegetated_ndvi_min: float = 0.25
+    water_swir_dark: bool = True
     replaced_vegetation: bool = True
     thin_width_m: float = 40.0
 
@@ -371,6 +379,9 @@ def classify_rules(
             has_water = absW >= 2 * t.mndwi_min or ctx.water_fraction >= t.inside_min
         if dW > 0 and dB is not None and dB >= t.brightness_min:
             has_water = False  # water appearing darkens the surface
+        after_swir = der.get("after_B11")
+        if dW > 0 and t.water_swir_dark and after_swir is not None and after_swir > t.water_swir_max:
+            has_water = False  # water absorbs at 1.6 um; a dark roof or a shaded street does not
         after_sv = der.get("after_swir_vis")
         filled = dW < 0 and bool(wet_before) and wet_after is not None and not wet_after
         if has_water and filled and after_sv is not None:

@@ -156,3 +156,26 @@ def test_local_peak_keep_matches_a_maximum_filter(radius, dtype):
     assert local_peak_keep(c, v, 0.4, radius_px=5)[0].tolist() == [True] + [False] * 11
     with pytest.raises(UsageError, match="radius_px"):
         local_peak_keep(c, v, 0.4, radius_px=-1)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3])
+def test_local_peak_keep_tests_query_pixels_against_the_changed_peak(radius):
+    """Oracle: with ``query``, each query pixel (changed or not) is compared with the larger of
+    its own value and scipy's maximum filter over the changed values; other pixels are False."""
+    from scipy import ndimage
+
+    from pipeline.kernels.thresholds import local_peak_keep
+
+    rng = np.random.default_rng(10 + radius)
+    values = rng.uniform(0.1, 10.0, (41, 29)).astype(np.float32)
+    changed = rng.random((41, 29)) < 0.2
+    query = rng.random((41, 29)) < 0.3
+    values[~changed & ~query & (rng.random((41, 29)) < 0.5)] = np.nan
+    peak = ndimage.maximum_filter(np.where(changed, values, 0.0).astype(np.float32), size=2 * radius + 1, mode="constant", cval=0.0)
+    expected = query & (values >= np.float32(0.4) * np.maximum(peak, values))
+    got = local_peak_keep(changed, values, 0.4, radius_px=radius, query=query)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(local_peak_keep(changed, values, 0.4, radius_px=radius, query=changed),
+                          local_peak_keep(changed, values, 0.4, radius_px=radius))
+    with pytest.raises(UsageError, match="query"):
+        local_peak_keep(changed, values, 0.4, radius_px=radius, query=np.ones((3, 3), bool))

@@ -278,3 +278,20 @@ def test_vegetation_replaced_by_a_brighter_surface_is_not_a_vegetation_change():
     off = ClassifyThresholds(replaced_vegetation=False)
     for extra in ({}, {"bsi": 0.2}):
         assert classify_region(props(crop, built, brightness=0.047, **kw, **extra), thresholds=off)[2]["rule"] == "vegetation.loss"
+
+
+def test_water_side_must_be_dark_in_the_swir():
+    """Region means measured on a real OSCD pair (nantes): a lighter surface replaced by a dark
+    roof, MNDWI 0.03 and B08 0.13 after (it passes MNDWI > 0 with a dark NIR) but B11 0.11, which
+    open water never reaches: a dark built-up surface, not water appearing. Real water
+    (B11 0.02) still is; with ``water_swir_dark=False`` the roof is called water again."""
+    bands = ("B02", "B03", "B04", "B08", "B11", "B12")
+    before = dict(zip(bands, (0.168, 0.163, 0.182, 0.189, 0.218, 0.182)))
+    roof = dict(zip(bands, (0.138, 0.118, 0.115, 0.129, 0.110, 0.086)))
+    water = dict(zip(bands, (0.09, 0.08, 0.06, 0.04, 0.02, 0.015)))
+    kw = dict(brightness=-0.047, ndvi=0.011, mndwi=0.184, bsi=-0.143, dbi=0.272, rectangularity=0.74, solidity=0.906, elongation=1.4)
+    cls, _, ev = classify_region(props(before, roof, **kw))
+    assert cls != "water" and ev["rule"] == "new_structure.dark_builtup", ev
+    assert classify_region(props(before, water, brightness=-0.1, ndvi=-0.3, mndwi=0.8))[2]["rule"] == "water.appeared"
+    old = ClassifyThresholds(water_swir_dark=False)
+    assert classify_region(props(before, roof, **kw), thresholds=old)[2]["rule"] == "water.appeared"

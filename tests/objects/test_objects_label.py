@@ -41,6 +41,32 @@ def test_clean_mask_without_opening_filters_by_size_only():
     assert not clean_mask(m, opening_radius_px=0, min_pixels=2, connectivity=1)[9, 1]
 
 
+def test_clean_mask_closing_joins_fragments_up_to_2r_pixels_apart():
+    """Planted on 30 x 40: two 8 x 8 blocks 3 px apart, and a 4 x 4 block in the top-left corner.
+    Closing with a disc of radius 2 (5 px across) joins the pair into one region through the
+    gap (the disc's rounded ends leave the gap's corners open), adds nothing outside the gap and
+    leaves the corner block whole (the image edge is not eroded into); radius 1 cannot span 3 px."""
+    m = np.zeros((30, 40), bool)
+    m[10:18, 5:13] = True
+    m[10:18, 16:24] = True
+    m[0:4, 0:4] = True
+    gap = np.zeros_like(m)
+    gap[10:18, 13:16] = True
+    closed = clean_mask(m, opening_radius_px=0, min_pixels=0, closing_radius_px=2)
+    assert label_regions(closed)[1] == 2  # the joined pair and the corner block
+    added = closed & ~m
+    assert added[gap].sum() >= 12 and not added[~gap].any()
+    assert added[12:16, 13:16].all()  # the gap between the middle rows, all of it
+    # with min_pixels between a block (64 px) and the joined pair (> 128 px), only the pair survives
+    kept = clean_mask(m, opening_radius_px=1, min_pixels=100, closing_radius_px=2)
+    assert label_regions(kept)[1] == 1 and kept[12:16, 13:16].all() and not kept[0:4, 0:4].any()
+    assert not clean_mask(m, opening_radius_px=1, min_pixels=100).any()
+    assert (clean_mask(m, opening_radius_px=0, min_pixels=0, closing_radius_px=1) == m).all()
+    assert not clean_mask(np.zeros((5, 5), bool), closing_radius_px=2).any()
+    with pytest.raises(PipelineError, match="closing_radius_px"):
+        clean_mask(m, closing_radius_px=-1)
+
+
 def test_clean_mask_rejects_bad_input():
     with pytest.raises(PipelineError, match="bool"):
         clean_mask(np.zeros((3, 3), np.uint8))

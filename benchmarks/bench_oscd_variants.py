@@ -1,0 +1,142 @@
+"""OSCD parameter and method variants, scored like ``bench_accuracy.py`` with leave-one-city-out.
+
+Each city is read once; every variant of a sweep is then run on all cities and scored per city
+and pooled, for every object (``all``) and for the non-natural classes only (``nn``: objects not
+classed ``vegetation`` or ``water``, the issue's reading). Leave-one-city-out: for each city the
+variant best on the other four (pooled counts) is picked and scored on the held-out city; the
+held-out counts are pooled. Run::
+
+    .venv/bin/python benchmarks/bench_oscd_variants.py closing water k siroc [--oscd DIR]
+
+Sweeps: ``closing`` (``DetectParams.closing_radius_px`` 0-4), ``water``
+(``ClassifyThresholds.water_swir_dark`` off/on), ``k`` (``robust_k`` 5.5-7 x closing 2, 3),
+``siroc`` (SiROC's local-gain residual, Kondmann et al. 2021, as the magnitude: for every band,
+the after pixel minus the before pixel times the gain sum(pre x post) / sum(pre^2) over a square
+ring of neighbours, |residual| averaged over the bands or z-scored and summed in quadrature,
+averaged over 27 (14) mutually exclusive rings up to 200 (100) pixels; thresholds k 5-7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_accuracy as B  # noqa: E402
+from pipeline import detect as D  # noqa: E402
+from pipeline.aoi import load_aoi  # noqa: E402
+from pipeline.objects.model import CLASS_CODES  # noqa: E402
+
+NATURAL = [CLASS_CODES[c] for c in ("vegetation", "water")]
+
+
+def _siroc_magnitude(max_ring: int, n_rings: int, combine: str):
+    from scipy import ndimage
+
+    step = max_ring // n_rings
+    rings = [(step * i, step * (i - 1)) for i in range(1, n_rings + 1)]
+
+    def box(x, r):
+        return ndimage.uniform_filter(x, 2 * r + 1, mode="constant") * (2 * r + 1) ** 2
+
+    def magnitude(before, after, sel, inside, irmad_res):
+        out = np.zeros(before.shape[1:])
+        for outer, inner in rings:
+            tot = np.zeros(before.shape[1:])
+            for k in sel:
+                p = np.where(inside, before[k], 0.0).astype(np.float64)
+                q = np.where(inside, after[k], 0.0).astype(np.float64)
+                s_pq = box(p * q, outer) - (box(p * q, inner) if inner > 0 else 0.0)
+                s_pp = box(p * p, outer) - (box(p * p, inner) if inner > 0 else 0.0)
+                res = np.where(inside, q - s_pq / np.maximum(s_pp, 1e-12) * p, np.nan)
+                if combine == "abs":
+                    tot += np.abs(np.nan_to_num(res)) / len(sel)
+                else:
+                    v = res[inside]
+                    med = np.median(v)
+                    tot += ((np.nan_to_num(res) - med) / (1.4826 * np.median(np.abs(v - med)))) ** 2
+            out += tot if combine == "abs" else np.sqrt(tot)
+        return (out / len(rings)).astype(np.float32)
+
+    return magnitude
+
+
+def sweeps(name: str) -> dict:
+    P = B.OSCD_PARAMS
+    th = P.objects.thresholds
+    if name == "closing":
+        return {f"closing_radius_px={r}": replace(P, closing_radius_px=r) for r in range(5)}
+    if name == "water":
+        return {f"water_swir_dark={w}": replace(P, objects=replace(P.objects, thresholds=replace(th, water_swir_dark=w))) for w in (False, True)}
+    if name == "k":
+        return {f"closing {r} k {k}": replace(P, closing_radius_px=r, robust_k=k) for r in (2, 3) for k in (5.5, 6.0, 6.5, 7.0)}
+    if name == "siroc":
+        out = {}
+        for max_ring, n in ((200, 27), (100, 14)):
+            for comb in ("abs", "z"):
+                key = f"siroc_{max_ring}_{comb}"
+                D.MAGNITUDES[key] = _siroc_magnitude(max_ring, n, comb)
+                for k in (5.0, 6.0, 7.0):
+                    out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
+        out["zscore_cva k 6 (OSCD_PARAMS)"] = P
+        return out
+    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k or siroc")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc")
+    ap.add_argument("--oscd", default=str(ROOT.parent / "shared" / "data" / "oscd-dev"))
+    args = ap.parse_args(argv)
+    root = Path(args.oscd)
+    if not (root / "images").is_dir():
+        print(f"OSCD: no data at {root}")
+        return 0
+    from pipeline.sources.stac import LocalStacSource
+    from pipeline.sources.stac_build import build_catalog
+
+    cities = sorted(p.name for p in (root / "images").iterdir() if p.is_dir())
+    data = {}
+    with tempfile.TemporaryDirectory(prefix="s2watch-oscd-") as tmp:
+        for city in cities:
+            cdir = root / "images" / city
+            src = LocalStacSource(build_catalog(cdir, Path(tmp) / city))
+            aoi = load_aoi(cdir / f"{city}.geojson")
+            stack = src.read(aoi, src.search(aoi, date(2015, 1, 1), date(2019, 12, 31)), bands=B.OSCD_PARAMS.bands)
+            lab = B._labels_on_grid(cdir, root / "labels" / city / "cm" / f"{city}-cm.tif", stack.grid)
+            data[city] = (aoi, stack, lab, D.aoi_mask(aoi, stack.grid), src.name)
+    for sweep in args.sweep:
+        print(f"sweep {sweep}")
+        scores = {}
+        for label, params in sweeps(sweep).items():
+            per = {}
+            for city, (aoi, stack, lab, inside, name) in data.items():
+                res = D.detect_stacks(aoi, stack.select([0]), stack.select([1]), params=params, source_name=name)
+                pred = (res.class_map > 0) & (res.class_map < 255)
+                per[city] = (B._prf(pred, lab, inside), B._prf(pred & ~np.isin(res.class_map, NATURAL), lab, inside))
+            scores[label] = per
+            a, n = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
+            cells = " ".join(f"{c[:4]} {B._f1(v[0])[2]:.3f}/{B._f1(v[1])[2]:.3f}" for c, v in per.items())
+            print(f"  {label:32s} all {B._f1(a)[2]:.3f} (P {B._f1(a)[0]:.3f} R {B._f1(a)[1]:.3f})  nn {B._f1(n)[2]:.3f} "
+                  f"(P {B._f1(n)[0]:.3f} R {B._f1(n)[1]:.3f}) | {cells}", flush=True)  # fmt: skip
+        for which, reading in ((0, "all"), (1, "nn")):
+            held, picks = np.zeros(3, int), []
+            for city in cities:
+                best = max(scores, key=lambda k: B._f1(sum(scores[k][c][which] for c in cities if c != city))[2])
+                picks.append(best)
+                held += scores[best][city][which]
+            print(f"  leave-one-city-out ({reading}): held-out pooled F1 {B._f1(held)[2]:.4f}; picks {picks}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
