@@ -889,3 +889,62 @@ def every_kth_valid_pair(ref, tgt, valid, step, out_idx, out_ref, out_tgt):
                 n += 1
         count += 1
     return n
+
+
+# --------------------------------------------------------------------------------------------
+# morphology of sparse change masks: work proportional to the set pixels, not to the image
+
+
+@njit(**FLAGS)
+def binary_closing_sparse(mask, dy, dx, r, out):
+    """``out`` = ``mask`` closed with the structuring element whose offsets are (dy, dx) (symmetric,
+    within radius ``r``), as ``scipy.ndimage.binary_closing`` of ``mask`` padded with ``r`` pixels of
+    False and cropped back, OR ``mask``: the dilation is scattered from the set pixels into a padded
+    buffer (serially), the erosion tested only at pixels the dilation added (in parallel)."""
+    H, W = mask.shape
+    K = dy.shape[0]
+    D = np.zeros((H + 2 * r, W + 2 * r), np.bool_)
+    for i in range(H):
+        for j in range(W):
+            if mask[i, j]:
+                for k in range(K):
+                    D[i + r + dy[k], j + r + dx[k]] = True
+    for i in prange(H):
+        for j in range(W):
+            if mask[i, j]:
+                out[i, j] = True
+            elif D[i + r, j + r]:
+                ok = True
+                for k in range(K):
+                    if not D[i + r + dy[k], j + r + dx[k]]:
+                        ok = False
+                        break
+                out[i, j] = ok
+            else:
+                out[i, j] = False
+
+
+@njit(**SERIAL)
+def binary_opening_sparse(mask, dy, dx, out):
+    """``out`` = ``scipy.ndimage.binary_opening(mask, structure)`` (border value 0) for a symmetric
+    structuring element with offsets (dy, dx): the erosion is tested at set pixels only, the
+    dilation scattered from the eroded ones."""
+    H, W = mask.shape
+    K = dy.shape[0]
+    for i in range(H):
+        for j in range(W):
+            out[i, j] = False
+    for i in range(H):
+        for j in range(W):
+            if not mask[i, j]:
+                continue
+            ok = True
+            for k in range(K):
+                y = i + dy[k]
+                x = j + dx[k]
+                if y < 0 or y >= H or x < 0 or x >= W or not mask[y, x]:
+                    ok = False
+                    break
+            if ok:
+                for k in range(K):
+                    out[i + dy[k], j + dx[k]] = True

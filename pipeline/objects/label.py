@@ -24,9 +24,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import shapely
 from scipy import ndimage
-from skimage import measure, morphology
+from skimage import measure
 
 from ..errors import UsageError
+from ..kernels.morphology import binary_closing, binary_opening
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,7 @@ def close_mask(mask: np.ndarray, *, radius_px: int) -> np.ndarray:
     regions that touch it. Returns a new (H, W) bool array holding ``mask`` and what the closing
     added.
     """
-    mask = np.asarray(mask, dtype=bool)
-    r = int(radius_px)
-    if r <= 0 or not mask.any():
-        return mask.copy()
-    padded = ndimage.binary_closing(np.pad(mask, r), structure=morphology.disk(r).astype(bool))
-    return mask | padded[r:-r, r:-r]
+    return binary_closing(np.asarray(mask, dtype=bool), radius_px=int(radius_px))
 
 
 def clean_labels(
@@ -105,7 +101,7 @@ def clean_labels(
     if closing_radius_px > 0:
         mask = close_mask(mask, radius_px=closing_radius_px)
     if opening_radius_px > 0:
-        mask = ndimage.binary_opening(mask, structure=morphology.disk(int(opening_radius_px)).astype(bool))
+        mask = binary_opening(mask, radius_px=int(opening_radius_px))
     labels, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(2, connectivity), output=np.int32)
     if min_pixels > 1 and n:
         keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_pixels
