@@ -948,3 +948,28 @@ def binary_opening_sparse(mask, dy, dx, out):
             if ok:
                 for k in range(K):
                     out[i + dy[k], j + dx[k]] = True
+
+
+# --------------------------------------------------------------------------------------------
+# reads: which pixels have data in every band
+
+
+@njit(**FLAGS)
+def dn_valid(dn, valid, zero_invalid):
+    """valid[i, j] = every band of (B, H, W) uint16 ``dn`` is > 0 there; with ``zero_invalid`` the
+    bands of the other pixels are set to 0 (no data in every band, as a mosaic leaves them)."""
+    B, H, W = dn.shape
+    for i in prange(H):
+        v = valid[i]
+        for j in range(W):
+            v[j] = True
+        for b in range(B):
+            r = dn[b, i]
+            for j in range(W):
+                v[j] &= r[j] > 0
+        if zero_invalid:
+            for b in range(B):
+                r = dn[b, i]
+                for j in range(W):
+                    if not v[j]:
+                        r[j] = 0

@@ -336,6 +336,8 @@ class _StacReader:
     def _read_acquisition(self, acq: Acquisition, items: list[dict], grid: Grid, bands: tuple[str, ...], with_scl: bool, out=None):
         """The acquisition's ``data`` (B, H, W) uint16, ``valid`` and ``scl`` on ``grid``, mosaicked
         first-valid over its items; written into ``out = (data, valid, scl)`` when given."""
+        from ..kernels import _numba as K
+
         H, W = grid.shape
         data, valid, scl = out if out is not None else (None, None, None)
         data = np.zeros((len(bands), H, W), np.uint16) if data is None else data
@@ -362,15 +364,16 @@ class _StacReader:
                 futures = [pool.submit(self._read_band, href, grid, rs, dt, o) for href, rs, dt, o in jobs]
                 for f in futures:
                     f.result()
-            lvalid = (layer > 0).all(axis=0)
             shift = int(rec["offset"]) - int(acq.offset)
+            lvalid = valid if first else np.empty((H, W), bool)
+            # one parallel pass: data in every band; the first item (no offset to move) also gets 0 in
+            # every band where any band has no data, as a mosaic into empty arrays leaves it
+            K.dn_valid(layer, lvalid, first and not shift)
             if shift:  # items of one day with different offsets: harmonise to the acquisition's
                 layer = np.where(lvalid, np.clip(layer.astype(np.int32) - shift, 1, 65535), 0).astype(np.uint16)
-            if first:  # as a mosaic into empty arrays leaves it: 0 in every band where any band has no data
+            if first:
                 if shift:
                     data[...] = layer
-                np.copyto(data, 0, where=~lvalid)
-                np.copyto(valid, lvalid)
                 if with_scl:
                     np.copyto(scl, 0, where=~lvalid)
                 continue

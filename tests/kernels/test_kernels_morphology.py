@@ -38,3 +38,4 @@ def test_edges_empty_masks_radius_zero_and_bad_input():
         binary_closing(mask.astype(np.uint8), radius_px=1)
     with pytest.raises(UsageError, match="radius_px"):
         binary_opening(mask, radius_px=-1)
+
