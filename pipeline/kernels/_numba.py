@@ -28,27 +28,44 @@ NAN32 = np.float32(np.nan)
 
 @njit(**FLAGS)
 def cva(before, after, ob, oa, sb, sa, zb, za, sel, out):
-    """CVA over the bands ``sel`` (indices into axis 0)."""
+    """CVA over the bands ``sel`` (indices into axis 0), the squares summed in the output row (the
+    first band assigns, the others add); no data (DN 0 of a uint16 input, NaN of a float one)
+    makes a term NaN, which the sum carries to the result (no flag array: one vectorised pass per
+    band)."""
     H = before.shape[1]
     W = before.shape[2]
+    K = sel.shape[0]
     for i in prange(H):
-        acc = np.zeros(W, np.float32)
-        bad = np.zeros(W, np.bool_)
-        for k in range(sel.shape[0]):
-            b = sel[k]
-            rb = before[b, i]
-            ra = after[b, i]
+        o = out[i]
+        rb = before[sel[0], i]
+        ra = after[sel[0], i]
+        for j in range(W):
+            u = rb[j]
+            v = ra[j]
+            fu = (np.float32(u) - ob) * sb
+            fv = (np.float32(v) - oa) * sa
+            if zb and u == 0:
+                fu = NAN32
+            if za and v == 0:
+                fv = NAN32
+            d = fv - fu
+            o[j] = d * d
+        for k in range(1, K):
+            rb = before[sel[k], i]
+            ra = after[sel[k], i]
             for j in range(W):
                 u = rb[j]
                 v = ra[j]
                 fu = (np.float32(u) - ob) * sb
                 fv = (np.float32(v) - oa) * sa
+                if zb and u == 0:
+                    fu = NAN32
+                if za and v == 0:
+                    fv = NAN32
                 d = fv - fu
-                acc[j] += d * d
-                bad[j] |= (zb & (u == 0)) | (za & (v == 0)) | (d != d)
-        o = out[i]
+                o[j] += d * d
         for j in range(W):
-            o[j] = NAN32 if bad[j] else math.sqrt(acc[j])
+            o[j] = math.sqrt(o[j])
 
 
 @njit(**FLAGS)
