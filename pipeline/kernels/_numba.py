@@ -26,6 +26,19 @@ NAN32 = np.float32(np.nan)
 # CVA
 
 
+@njit(inline="always", **SERIAL)
+def _sq_diff(u, v, ob, oa, sb, sa, zb, za):
+    """(rho_after - rho_before)^2 of one value pair; NaN for no data (DN 0 of a uint16 input)."""
+    fu = (np.float32(u) - ob) * sb
+    fv = (np.float32(v) - oa) * sa
+    if zb and u == 0:
+        fu = NAN32
+    if za and v == 0:
+        fv = NAN32
+    d = fv - fu
+    return d * d
+
+
 @njit(**FLAGS)
 def cva(before, after, ob, oa, sb, sa, zb, za, sel, out):
     """CVA over the bands ``sel`` (indices into axis 0), the squares summed in the output row (the
@@ -40,30 +53,12 @@ def cva(before, after, ob, oa, sb, sa, zb, za, sel, out):
         rb = before[sel[0], i]
         ra = after[sel[0], i]
         for j in range(W):
-            u = rb[j]
-            v = ra[j]
-            fu = (np.float32(u) - ob) * sb
-            fv = (np.float32(v) - oa) * sa
-            if zb and u == 0:
-                fu = NAN32
-            if za and v == 0:
-                fv = NAN32
-            d = fv - fu
-            o[j] = d * d
+            o[j] = _sq_diff(rb[j], ra[j], ob, oa, sb, sa, zb, za)
         for k in range(1, K):
             rb = before[sel[k], i]
             ra = after[sel[k], i]
             for j in range(W):
-                u = rb[j]
-                v = ra[j]
-                fu = (np.float32(u) - ob) * sb
-                fv = (np.float32(v) - oa) * sa
-                if zb and u == 0:
-                    fu = NAN32
-                if za and v == 0:
-                    fv = NAN32
-                d = fv - fu
-                o[j] += d * d
+                o[j] += _sq_diff(rb[j], ra[j], ob, oa, sb, sa, zb, za)
         for j in range(W):
             o[j] = math.sqrt(o[j])
 

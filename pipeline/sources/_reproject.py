@@ -159,12 +159,18 @@ def _aligned_window(src, grid: Grid):
     row = (g.f - t.f) / t.e
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
-    try:
-        if src.crs != rasterio.crs.CRS.from_user_input(grid.crs_string):
-            return None
-    except Exception:  # an exotic CRS the comparison cannot decide: let the warper handle it
+    if not _same_crs(src, grid):
         return None
     return int(round(row)), int(round(col))
+
+
+def _same_crs(src, grid: Grid) -> bool:
+    """True when ``src`` is in ``grid``'s CRS; False also when the comparison cannot decide (an
+    exotic CRS: the warper then handles it)."""
+    try:
+        return src.crs == rasterio.crs.CRS.from_user_input(grid.crs_string)
+    except Exception:
+        return False
 
 
 _MARGIN_PX = 2
@@ -189,12 +195,7 @@ def _read_resampled(src, band: int, grid: Grid, method, src_nodata, out: np.ndar
         return False
     if abs(g.a) > abs(t.a) * (1 + 1e-9) or abs(g.e) > abs(t.e) * (1 + 1e-9):
         return False  # downsampling: GDAL could pick an overview, the warper would not
-    if src.dtypes[band - 1] != out.dtype.name:
-        return False
-    try:
-        if src.crs != rasterio.crs.CRS.from_user_input(grid.crs_string):
-            return False
-    except Exception:  # an exotic CRS the comparison cannot decide: let the warper handle it
+    if src.dtypes[band - 1] != out.dtype.name or not _same_crs(src, grid):
         return False
     col, row = (g.c - t.c) / t.a, (g.f - t.f) / t.e
     width, height = grid.width * g.a / t.a, grid.height * g.e / t.e
