@@ -873,34 +873,59 @@ def spectral_cloud(refl, i02, i04, i8a, i11, blue, white, swir, lo, out):
 # radiometric normalisation: the pixels IR-MAD judges
 
 
-@njit(**SERIAL)
+@njit(inline="always", **SERIAL)
+def _pair_finite(ref, tgt, p):
+    for b in range(ref.shape[0]):
+        r = ref[b, p]
+        t = tgt[b, p]
+        if r != r or t != t:
+            return False
+    return True
+
+
+@njit(**FLAGS)
 def every_kth_valid_pair(ref, tgt, valid, step, out_idx, out_ref, out_tgt):
     """Walk the flat pixels of (B, P) float32 ``ref`` / ``tgt`` where ``valid`` (P,) holds; of every
     ``step``-th such pixel (the 0th, the step-th, ...) keep those finite in every band of both:
     their flat index goes to ``out_idx`` and their values to ``out_ref`` / ``out_tgt`` (B, cap).
-    Returns how many were kept (in raster order)."""
+    Returns how many were kept (in raster order). In parallel over chunks of the pixels: the
+    valid pixels before each chunk, then the kept ones, are counted first, so each chunk knows
+    where its count and its output start."""
     B, P = ref.shape
-    count = 0
-    n = 0
-    for p in range(P):
-        if not valid[p]:
-            continue
-        if count % step == 0:
-            ok = True
-            for b in range(B):
-                r = ref[b, p]
-                t = tgt[b, p]
-                if r != r or t != t:
-                    ok = False
-                    break
-            if ok:
-                out_idx[n] = p
-                for b in range(B):
-                    out_ref[b, n] = ref[b, p]
-                    out_tgt[b, n] = tgt[b, p]
-                n += 1
-        count += 1
-    return n
+    nchunk = max(1, min(P // 65536, 256))
+    vstart = np.zeros(nchunk + 1, np.int64)
+    for c in prange(nchunk):
+        s = 0
+        for p in range(c * P // nchunk, (c + 1) * P // nchunk):
+            s += valid[p]
+        vstart[c + 1] = s
+    for c in range(nchunk):
+        vstart[c + 1] += vstart[c]
+    kstart = np.zeros(nchunk + 1, np.int64)
+    for c in prange(nchunk):
+        count = vstart[c]
+        k = 0
+        for p in range(c * P // nchunk, (c + 1) * P // nchunk):
+            if valid[p]:
+                if count % step == 0 and _pair_finite(ref, tgt, p):
+                    k += 1
+                count += 1
+        kstart[c + 1] = k
+    for c in range(nchunk):
+        kstart[c + 1] += kstart[c]
+    for c in prange(nchunk):
+        count = vstart[c]
+        n = kstart[c]
+        for p in range(c * P // nchunk, (c + 1) * P // nchunk):
+            if valid[p]:
+                if count % step == 0 and _pair_finite(ref, tgt, p):
+                    out_idx[n] = p
+                    for b in range(B):
+                        out_ref[b, n] = ref[b, p]
+                        out_tgt[b, n] = tgt[b, p]
+                    n += 1
+                count += 1
+    return kstart[nchunk]
 
 
 # --------------------------------------------------------------------------------------------

@@ -110,7 +110,9 @@ def _sample_pair(before, after, sample: int, seed: int, mask=None):
     B, H, W = before.shape
     rng = np.random.default_rng(seed)
     n = H * W
-    idx = np.unique(rng.integers(0, n, size=sample, dtype=np.int64))
+    drawn = np.zeros(n, dtype=bool)  # the sorted distinct draws, as np.unique gives them, in O(n)
+    drawn[rng.integers(0, n, size=sample, dtype=np.int64)] = True
+    idx = np.flatnonzero(drawn)
     C = 4096
     R = -(-idx.size // C)
     keep = None

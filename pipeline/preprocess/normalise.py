@@ -134,13 +134,21 @@ def fit_normalisation(
 
 
 def _fit(
-    reference: np.ndarray, target: np.ndarray, idx: np.ndarray, *, min_pixels: int = 50, trim_sigma: float = 3.0, trim_iter: int = 2
+    reference: np.ndarray,
+    target: np.ndarray,
+    idx: np.ndarray,
+    *,
+    min_pixels: int = 50,
+    trim_sigma: float = 3.0,
+    trim_iter: int = 2,
+    finite: bool = False,
 ) -> Normalisation:
-    """:func:`fit_normalisation` on the candidate pixels given by their ascending flat indices."""
+    """:func:`fit_normalisation` on the candidate pixels given by their ascending flat indices
+    (``finite``: they are known to have data in every band of both composites)."""
     B = reference.shape[0]
-    # data in both composites, tested on the candidates only (not on every pixel of the image)
-    ok = np.isfinite(reference.reshape(B, -1)[:, idx]).all(axis=0) & np.isfinite(target.reshape(B, -1)[:, idx]).all(axis=0)
-    idx = idx[ok]
+    if not finite:  # data in both composites, tested on the candidates only (not on every pixel)
+        ok = np.isfinite(reference.reshape(B, -1)[:, idx]).all(axis=0) & np.isfinite(target.reshape(B, -1)[:, idx]).all(axis=0)
+        idx = idx[ok]
     n = idx.size
     if n < min_pixels:
         raise DataError(
@@ -200,8 +208,8 @@ def _judged_pixels(reference: np.ndarray, target: np.ndarray, valid: np.ndarray)
     indices and their values laid out ``(B, rows, _ROW)`` (whole rows of ``_ROW`` pixels, so the
     kernels run in parallel over rows; a single row when there are fewer than ``2 _ROW``).
 
-    One serial pass (:func:`pipeline.kernels._numba.every_kth_valid_pair`) instead of the flat
-    indices of every valid pixel and two full gathers."""
+    One parallel numba pass (:func:`pipeline.kernels._numba.every_kth_valid_pair`) instead of the
+    flat indices of every valid pixel and two full gathers."""
     from ..kernels import _numba as K
 
     B = reference.shape[0]
@@ -283,13 +291,13 @@ def normalise(
             if k > 0:
                 cut = np.partition(p, -k)[-k]
                 nc_s = p >= cut
-        candidates = idx[nc_s]  # ascending flat indices, valid by construction
+        candidates = idx[nc_s]  # ascending flat indices, valid and with data by construction
+        norm = _fit(reference, target, candidates, min_pixels=min_pixels, finite=True)
     else:
         nochange = np.asarray(nochange, dtype=bool)
         if nochange.shape != reference.shape[1:]:
             raise ValueError(f"nochange must be {reference.shape[1:]}, got {nochange.shape}")
-        candidates = np.flatnonzero(nochange & valid)
-    norm = _fit(reference, target, candidates, min_pixels=min_pixels)
+        norm = _fit(reference, target, np.flatnonzero(nochange & valid), min_pixels=min_pixels)
     if res is not None:
         norm = Normalisation(norm.gain, norm.offset, norm.nochange, norm.n_nochange, norm.residual_sd, res)
     log.debug("normalisation: gain %s offset %s on %d pixels", norm.gain.round(4), norm.offset.round(4), norm.n_nochange)
