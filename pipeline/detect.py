@@ -428,24 +428,35 @@ def _apply_masks(w: _Window, params: DetectParams, inside: np.ndarray, shifted: 
 
         with timer("masks"):
             scl = None
-            if w.stack.scl is not None:
-                scl = np.stack(
-                    [
-                        _translate(w.stack.scl[t], int(round(w.records[t]["shift_px"][0])), int(round(w.records[t]["shift_px"][1])), fill=0)
-                        for t in idx
-                    ]
-                )
-            m = mask_stack(w.refl[idx], params.bands, scl=scl, aoi_mask=inside, method=params.mask_method, params=params.mask)
-            clear = m.clear
+            if w.stack.scl is not None:  # the used dates' SCL moved by their rounded shifts
+                scl = w.stack.scl.copy()
+                for t in idx:
+                    dy, dx = (int(round(v)) for v in w.records[t]["shift_px"])
+                    if dy or dx:
+                        scl[t] = _translate(w.stack.scl[t], dy, dx, fill=0)
+            # the used dates masked in place of the window: no copy of their reflectance
+            m = mask_stack(w.refl, params.bands, scl=scl, aoi_mask=inside, method=params.mask_method, params=params.mask, use=_use(w))
+            clear = m.clear[idx]
     for k, t in enumerate(idx):
         np.copyto(w.refl[t], np.float32(np.nan), where=~clear[k])
 
 
-def _used_refl(w: _Window) -> np.ndarray:
-    """The used acquisitions' reflectance, (T', B, H, W): a view when all are used (no copy)."""
-    if list(w.used) == list(range(len(w.refl))):
-        return w.refl
-    return w.refl[w.used]
+def _use(w: _Window) -> np.ndarray:
+    """(T,) bool: the window's acquisitions still used."""
+    use = np.zeros(len(w.refl), dtype=bool)
+    use[list(w.used)] = True
+    return use
+
+
+def _composite(w: _Window) -> Composite:
+    """The per-pixel median of the used acquisitions; the window's reflectance is not copied
+    (dates no longer used are left out by the composite's clear mask), and a single-date window's
+    composite is that date, in place (its reflectance is not used again)."""
+    use = _use(w)
+    if use.all():
+        return median_composite(w.refl, overwrite=True)
+    T, _, H, W = w.refl.shape
+    return median_composite(w.refl, np.ascontiguousarray(np.broadcast_to(use[:, None, None], (T, H, W))))
 
 
 def _no_data(name: str, window: tuple[date, date], w: _Window | None, n_found: int) -> NoDataError:
@@ -670,8 +681,7 @@ def _prepare_reference(stack: SceneStack, params: DetectParams, window, timer: _
             raise _no_data("before", window, bw, len(stack))
     _apply_masks(bw, params, inside, params.coregister, timer)
     with timer("composite"):
-        # a single-date window's composite is that date, in place (its reflectance is not used again)
-        bc = median_composite(_used_refl(bw), overwrite=True)
+        bc = _composite(bw)
     return Reference(stack, params, inside, bw, bc, coreg)
 
 
@@ -867,8 +877,7 @@ def detect_stacks(
     _apply_masks(aw, params, inside, params.coregister, timer)
 
     with timer("composite"):
-        # a single-date window's composite is that date, in place (its reflectance is not used again)
-        ac = median_composite(_used_refl(aw), overwrite=True)
+        ac = _composite(aw)
     before_c, after_raw = bc.median, ac.median
     both = inside & np.isfinite(before_c).all(axis=0) & np.isfinite(after_raw).all(axis=0)
     if not both.any():

@@ -351,19 +351,22 @@ def _class_lut(classes) -> np.ndarray:
     return lut
 
 
-def _scl_only(stack_scl, refl, bands, data_ok, p):
+def _scl_only(stack_scl, refl, bands, data_ok, p, *, n_dates: int | None = None):
     if stack_scl is None:
         raise ValueError("mask method 'scl' needs an SCL layer; this stack has none (L1C?): use 'spectral' or 'auto'")
     return data_ok & ~scl_mask(stack_scl, classes=p.scl_classes, dilate_px=p.dilate_px)
 
 
-def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False):
+def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False, n_dates: int | None = None):
+    # dates left out by mask_stack's ``use`` have no data: they count neither in the window's
+    # median nor in the number of dates that decides whether there is one
     T = refl.shape[0]
+    n = T if n_dates is None else n_dates
     bad = np.zeros(data_ok.shape, dtype=bool)
     if use_scl:
         bad |= _class_lut(p.scl_classes)[stack_scl.astype(np.uint8, copy=False)]
     cand = np.stack([spectral_cloud_mask(refl[t], bands, params=p) for t in range(T)]) if T else bad.copy()
-    if T >= 3:
+    if n >= 3:
         # a cloud is also brighter than the window's median; a new bright roof present on most
         # dates IS the median and is kept
         ref = _reference(refl, bands, data_ok & ~bad)
@@ -383,7 +386,7 @@ def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False):
                 cand[t] &= ~surface_guard(refl[t], bands, params=p, cloud=loose[t])
     bad |= cand
     first = data_ok & ~dilate(bad, p.dilate_px)
-    if T >= 3:
+    if n >= 3:
         ref = _reference(refl, bands, first)
         for t in range(T):
             bad[t] |= haze_shadow_mask(refl[t], bands, ref, params=p)
@@ -393,9 +396,11 @@ def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False):
 MASK_METHODS: dict[str, Callable] = {
     "scl": _scl_only,
     "spectral": _spectral,
-    "scl+spectral": lambda scl, refl, bands, ok, p: _spectral(scl, refl, bands, ok, p, use_scl=True),
+    "scl+spectral": lambda scl, refl, bands, ok, p, n_dates=None: _spectral(scl, refl, bands, ok, p, use_scl=True, n_dates=n_dates),
 }
-"""Named mask strategies; ``auto`` picks ``scl+spectral`` with an SCL layer, else ``spectral``."""
+"""Named mask strategies ``(scl, refl, bands, data_ok, params, n_dates=None) -> clear``: ``n_dates``
+is how many of the dates take part (``mask_stack``'s ``use``; default all); ``auto`` picks
+``scl+spectral`` with an SCL layer, else ``spectral``."""
 
 
 def mask_stack(
@@ -406,6 +411,7 @@ def mask_stack(
     aoi_mask: np.ndarray | None = None,
     method: str = "auto",
     params: MaskParams | None = None,
+    use: np.ndarray | None = None,
 ) -> MaskResult:
     """Clear masks and per-acquisition clear fractions over the AOI polygon.
 
@@ -421,6 +427,10 @@ def mask_stack(
         True inside the AOI polygon; fractions are over these pixels (all pixels when None).
     method : str
         One of :data:`MASK_METHODS` or ``"auto"``.
+    use : (T,) bool or None
+        The acquisitions to mask (default all). The others come out not clear and take no part in
+        the window's tests (its median, the number of dates that decides which tests apply): the
+        masks of the used ones are those of ``refl[use]``, without copying it out.
 
     Returns
     -------
@@ -446,7 +456,14 @@ def mask_stack(
     data_ok = np.empty((T, H, W), dtype=bool)
     K.any_nan(np.ascontiguousarray(refl, dtype=np.float32), data_ok)  # one pass, no (T, B, H, W) temporary
     np.logical_not(data_ok, out=data_ok)
-    clear = MASK_METHODS[method](scl, refl, bands, data_ok, p)
+    n_dates = T
+    if use is not None:
+        use = np.asarray(use, dtype=bool)
+        if use.shape != (T,):
+            raise ValueError(f"use must be a ({T},) bool array, got shape {use.shape}")
+        data_ok[~use] = False
+        n_dates = int(use.sum())
+    clear = MASK_METHODS[method](scl, refl, bands, data_ok, p, n_dates=n_dates)
     inside = np.ones((H, W), dtype=bool) if aoi_mask is None else np.asarray(aoi_mask, dtype=bool)
     n_in = max(int(inside.sum()), 1)
     valid_n = (data_ok & inside).sum(axis=(1, 2)).astype(np.float64)

@@ -192,3 +192,27 @@ def test_spectral_cloud_kernel_and_data_mask_equal_numpy():
     data_ok = ~np.isnan(refl).any(axis=1)
     assert not (res.clear & ~data_ok).any()
     np.testing.assert_allclose(res.valid_fraction, data_ok.mean(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("use", [[True, False, True, True, False, True], [False, True, False, False, True, False]])
+def test_masks_of_the_used_dates_equal_those_of_their_subset(use):
+    """``use`` masks the chosen dates as if the others were not there (no copy of them): with four
+    used dates the window's median tests apply, with two the single-date cloud test does; the
+    dates left out come out not clear. Planted as the haze/shadow test plus a cloud on t=1."""
+    s = _series()
+    b = {n: i for i, n in enumerate(BANDS)}
+    s[2, b["B02"], 0:10] += 0.08
+    s[2, b["B11"], 0:10] += 0.01
+    s[4, :, 20:30] *= 0.4
+    s[1, :, 5:15, 5:15] = np.asarray(CLOUD, np.float32)[:, None, None]
+    s[:, 0, 29, 29] = np.nan
+    use = np.array(use)
+    scl = np.full(s[:, 0].shape, SCL.NOT_VEGETATED, np.uint8)
+    scl[3, 0, 0] = SCL.CLOUD_HIGH
+    for method in ("spectral", "scl+spectral"):
+        whole = mask_stack(s, BANDS, scl=scl, method=method, use=use)
+        part = mask_stack(s[use], BANDS, scl=scl[use], method=method)
+        np.testing.assert_array_equal(whole.clear[use], part.clear)
+        assert not whole.clear[~use].any()
+    with pytest.raises(ValueError, match="use must be"):
+        mask_stack(s, BANDS, use=np.ones(3, bool))
