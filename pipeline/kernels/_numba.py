@@ -685,14 +685,19 @@ def _select(buf, n, k):
 
 
 @njit(**FLAGS)
-def median_over_time(values, clear, use_clear, median, count):
-    """Per pixel of (T, B, H, W) float32 ``values``: the median over the dates whose bands are all
-    finite (and ``clear[t]``, when ``use_clear``), band by band over that one set of dates; for an
-    even count the float32 mean of the two middle values; NaN where no date qualifies.
+def median_over_time(values, sel, clear, use_clear, median, count):
+    """Per pixel of (T, B, H, W) float32 ``values``, for the bands ``sel`` (indices into axis 1,
+    read in place): the median over the dates whose selected bands are all finite (and
+    ``clear[t]``, when ``use_clear``), band by band over that one set of dates, into
+    ``median[k]`` for ``sel[k]``; for an even count the float32 mean of the two middle values;
+    NaN where no date qualifies.
 
     Rows are processed through (T, W) buffers so every pass over the data is contiguous; one or
     two dates (the common single-scene windows) need no sort."""
-    T, B, H, W = values.shape
+    T = values.shape[0]
+    H = values.shape[2]
+    W = values.shape[3]
+    B = sel.shape[0]
     half = np.float32(0.5)
     for i in prange(H):
         ok = np.empty((T, W), np.bool_)
@@ -707,7 +712,7 @@ def median_over_time(values, clear, use_clear, median, count):
                 for j in range(W):
                     okt[j] = True
             for b in range(B):
-                r = values[t, b, i]
+                r = values[t, sel[b], i]
                 for j in range(W):
                     okt[j] &= r[j] == r[j]
             for j in range(W):
@@ -720,13 +725,13 @@ def median_over_time(values, clear, use_clear, median, count):
         for b in range(B):
             o = median[b, i]
             if T == 1:
-                r = values[0, b, i]
+                r = values[0, sel[b], i]
                 ok0 = ok[0]
                 for j in range(W):
                     o[j] = r[j] if ok0[j] else NAN32
             elif T == 2:
-                r0 = values[0, b, i]
-                r1 = values[1, b, i]
+                r0 = values[0, sel[b], i]
+                r1 = values[1, sel[b], i]
                 ok0 = ok[0]
                 ok1 = ok[1]
                 for j in range(W):
@@ -740,7 +745,7 @@ def median_over_time(values, clear, use_clear, median, count):
                         o[j] = NAN32
             else:
                 for t in range(T):  # this band's row of every date, read contiguously
-                    slab[t] = values[t, b, i]
+                    slab[t] = values[t, sel[b], i]
                 for j in range(W):
                     m_n = 0
                     for t in range(T):
@@ -1010,3 +1015,22 @@ def dn_valid(dn, valid, zero_invalid):
                 for j in range(W):
                     if not v[j]:
                         r[j] = 0
+
+
+@njit(**SERIAL)
+def binary_dilation_sparse(mask, dy, dx, out):
+    """``out`` = ``scipy.ndimage.binary_dilation(mask, structure)`` for a symmetric structuring
+    element with offsets (dy, dx): scattered from the set pixels only."""
+    H, W = mask.shape
+    K = dy.shape[0]
+    for i in range(H):
+        for j in range(W):
+            out[i, j] = False
+    for i in range(H):
+        for j in range(W):
+            if mask[i, j]:
+                for k in range(K):
+                    y = i + dy[k]
+                    x = j + dx[k]
+                    if 0 <= y < H and 0 <= x < W:
+                        out[y, x] = True

@@ -145,10 +145,12 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if radius <= 0 or not mask.any():
         return mask.copy()
+    from ..kernels.morphology import binary_dilation
+
     se = _disk(radius)
     if mask.ndim == 2:
-        return ndimage.binary_dilation(mask, structure=se)
-    return np.stack([ndimage.binary_dilation(m, structure=se) if m.any() else m.copy() for m in mask])
+        return binary_dilation(mask, se)
+    return np.stack([binary_dilation(m, se) if m.any() else m.copy() for m in mask])
 
 
 def scl_mask(scl: np.ndarray, *, classes: Sequence[int] = SCL.MASKED, dilate_px: int = 3) -> np.ndarray:
@@ -323,23 +325,17 @@ def haze_shadow_mask(
     return haze | shadow
 
 
-def _nanmedian_t(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """Per-pixel median over axis 0 of ``values`` (T, B, H, W) where ``ok`` (T, H, W); NaN if none."""
-    from .composite import median_composite
-
-    return median_composite(values, ok).median
-
-
 _REF_BANDS = ("B02", "B8A", "B11")
 
 
 def _reference(refl, bands, ok):
-    """Median of the bands the relative tests need, as a (B, H, W) array over all ``bands``
-    (NaN for the bands not needed)."""
+    """Median over time (where ``ok``) of the bands the relative tests need, read in place, as a
+    (B, H, W) array over all ``bands`` (NaN for the bands not needed)."""
+    from .composite import median_composite
+
     idx = [list(bands).index(b) for b in _REF_BANDS]
-    med = _nanmedian_t(refl[:, idx], ok)
     ref = np.full(refl.shape[1:], np.nan, dtype=np.float32)
-    ref[idx] = med
+    ref[idx] = median_composite(refl, ok, bands=idx).median
     return ref
 
 

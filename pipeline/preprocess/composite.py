@@ -31,7 +31,9 @@ class Composite:
     count: np.ndarray
 
 
-def median_composite(values: np.ndarray, clear: np.ndarray | None = None, *, overwrite: bool = False) -> Composite:
+def median_composite(
+    values: np.ndarray, clear: np.ndarray | None = None, *, overwrite: bool = False, bands=None
+) -> Composite:
     """Per-pixel median over time of the clear observations.
 
     Parameters
@@ -41,21 +43,23 @@ def median_composite(values: np.ndarray, clear: np.ndarray | None = None, *, ove
     clear : (T, H, W) bool or None
         True where the observation is clear; None = every non-NaN observation.
     overwrite : bool
-        With a single date (T = 1), the median is written over ``values[0]`` and is a view of it
-        (no copy); ``values`` must then be a float32 C-contiguous array.
+        With a single date (T = 1) and every band, the median is written over ``values[0]`` and
+        is a view of it (no copy); ``values`` must then be a float32 C-contiguous array.
+    bands : sequence of int or None
+        Indices (axis 1) of the bands composited, read in place (no copy of them); default all.
 
     Returns
     -------
     Composite
-        ``median`` (B, H, W) float32 (for an even count the mean of the two middle values) and
-        ``count`` (H, W) uint16.
+        ``median`` (len(bands), H, W) float32 (for an even count the mean of the two middle
+        values) and ``count`` (H, W) uint16.
 
     Notes
     -----
     One parallel numba pass over the rows (:func:`pipeline.kernels._numba.median_over_time`);
     memory: the outputs only (one or two dates need no sort). An observation is used for a
-    pixel only when all its bands are finite, so every band of the median comes from the same set
-    of dates.
+    pixel only when all its composited bands are finite, so every band of the median comes from
+    the same set of dates.
     """
     from ..kernels import _numba as K
 
@@ -63,16 +67,20 @@ def median_composite(values: np.ndarray, clear: np.ndarray | None = None, *, ove
     if values.ndim != 4:
         raise ValueError(f"values must be (T, B, H, W), got shape {values.shape}")
     T, B, H, W = values.shape
+    sel = np.arange(B, dtype=np.int64) if bands is None else np.asarray(bands, dtype=np.int64).reshape(-1)
+    if sel.size == 0 or sel.min() < 0 or sel.max() >= B:
+        raise ValueError(f"bands must be indices 0..{B - 1} of axis 1, got {list(sel)}")
     if clear is not None and clear.shape != (T, H, W):
         raise ValueError(f"clear must have shape {(T, H, W)}, got {clear.shape}")
     count = np.zeros((H, W), dtype=np.uint16)
     if T == 0:
-        return Composite(np.full((B, H, W), np.nan, dtype=np.float32), count)
+        return Composite(np.full((sel.size, H, W), np.nan, dtype=np.float32), count)
     values = np.ascontiguousarray(values, dtype=np.float32)
     # one date: the median is that date with NaN where it does not count, computed in place when
     # allowed (the kernel reads each value before it writes it)
-    median = values[0] if (T == 1 and overwrite) else np.empty((B, H, W), dtype=np.float32)
+    in_place = T == 1 and overwrite and bands is None
+    median = values[0] if in_place else np.empty((sel.size, H, W), dtype=np.float32)
     use_clear = clear is not None
     clear_arr = np.ascontiguousarray(clear, dtype=bool) if use_clear else np.ones((1, 1, 1), bool)
-    K.median_over_time(values, clear_arr, use_clear, median, count)
+    K.median_over_time(values, sel, clear_arr, use_clear, median, count)
     return Composite(median, count)

@@ -39,3 +39,17 @@ def test_edges_empty_masks_radius_zero_and_bad_input():
     with pytest.raises(UsageError, match="radius_px"):
         binary_opening(mask, radius_px=-1)
 
+
+
+def test_dilation_equals_scipy_for_symmetric_structures():
+    from pipeline.kernels.morphology import binary_dilation
+
+    rng = np.random.default_rng(9)
+    y, x = np.mgrid[-3:4, -3:4]
+    for se in (disk(1).astype(bool), (x * x + y * y) <= 12, np.ones((3, 5), bool)):
+        for _ in range(20):
+            h, w = rng.integers(1, 60, 2)
+            mask = rng.random((h, w)) < rng.uniform(0.0, 0.6)
+            np.testing.assert_array_equal(binary_dilation(mask, se), ndimage.binary_dilation(mask, structure=se))
+    with pytest.raises(UsageError, match="symmetric"):
+        binary_dilation(np.zeros((4, 4), bool), np.array([[1, 1, 0]], bool))

@@ -72,3 +72,23 @@ def test_single_date_overwrite_is_a_view_with_the_same_values():
     np.testing.assert_array_equal(got.median, want.median)
     np.testing.assert_array_equal(got.count, want.count)
     assert np.isnan(got.median[:, 4, 4]).all()
+
+
+@pytest.mark.parametrize("T", [1, 2, 5])
+def test_band_subset_read_in_place_equals_the_copied_subset(T):
+    """``bands=`` composites some bands of the stack without copying them out: the same median
+    and counts as compositing ``values[:, bands]`` (only those bands' NaN count), and never in
+    place over the stack."""
+    rng = np.random.default_rng(T)
+    values = rng.random((T, 5, 9, 11)).astype(np.float32)
+    values[0, 1, 2, 3] = np.nan  # in a band left out: does not exclude the date
+    values[-1, 3, 4, 5] = np.nan  # in a composited band: excludes it
+    clear = rng.random((T, 9, 11)) > 0.3
+    keep = values.copy()
+    got = median_composite(values, clear, bands=[3, 0], overwrite=True)
+    want = median_composite(values[:, [3, 0]].copy(), clear)
+    np.testing.assert_array_equal(got.median, want.median)
+    np.testing.assert_array_equal(got.count, want.count)
+    np.testing.assert_array_equal(values, keep)
+    with pytest.raises(ValueError, match="bands must be indices"):
+        median_composite(values, bands=[5])
