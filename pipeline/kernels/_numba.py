@@ -1034,3 +1034,40 @@ def binary_dilation_sparse(mask, dy, dx, out):
                     x = j + dx[k]
                     if 0 <= y < H and 0 <= x < W:
                         out[y, x] = True
+
+
+# --------------------------------------------------------------------------------------------
+# co-registration: Sobel gradients
+
+
+@njit(inline="always", **SERIAL)
+def _reflect(k, n):
+    """Index ``k`` of a line of ``n`` reflected at the edges (scipy.ndimage's 'reflect': d c b a | a b c d)."""
+    if k < 0:
+        return -k - 1
+    if k >= n:
+        return 2 * n - k - 1
+    return k
+
+
+@njit(**FLAGS)
+def sobel_pair(x, gy, gx, t0, t1):
+    """``scipy.ndimage.sobel(x, axis=0)`` into ``gy`` and ``sobel(x, axis=1)`` into ``gx`` for an
+    (H, W) float32 image, mode 'reflect', with scipy's roundings: each 1-D pass sums in float64
+    ([-1, 0, 1] as x[k+1] - x[k-1], [1, 2, 1] as 2 x[k] + (x[k+1] + x[k-1])) and stores float32.
+    ``t0`` and ``t1`` are (H, W) float32 scratch for the first passes."""
+    H, W = x.shape
+    for i in prange(H):
+        up = _reflect(i - 1, H)
+        dn = _reflect(i + 1, H)
+        for j in range(W):
+            t0[i, j] = np.float32(np.float64(x[dn, j]) - np.float64(x[up, j]))  # d/dy
+            t1[i, j] = np.float32(np.float64(x[i, _reflect(j + 1, W)]) - np.float64(x[i, _reflect(j - 1, W)]))  # d/dx
+    for i in prange(H):
+        up = _reflect(i - 1, H)
+        dn = _reflect(i + 1, H)
+        for j in range(W):
+            jl = _reflect(j - 1, W)
+            jr = _reflect(j + 1, W)
+            gy[i, j] = np.float32(2.0 * np.float64(t0[i, j]) + (np.float64(t0[i, jr]) + np.float64(t0[i, jl])))
+            gx[i, j] = np.float32(2.0 * np.float64(t1[i, j]) + (np.float64(t1[dn, j]) + np.float64(t1[up, j])))
