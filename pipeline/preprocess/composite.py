@@ -6,6 +6,7 @@ ships in a port (transients present in a minority of dates), and leaves a persis
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Composite", "median_composite"]
+__all__ = ["Composite", "median_composite", "sorting_network"]
 
 @dataclass(frozen=True, eq=False)
 class Composite:
@@ -56,8 +57,9 @@ def median_composite(
 
     Notes
     -----
-    One parallel numba pass over the rows (:func:`pipeline.kernels._numba.median_over_time`);
-    memory: the outputs only (one or two dates need no sort). An observation is used for a
+    One parallel numba pass over the rows (:func:`pipeline.kernels._numba.median_over_time`; three
+    or more dates are sorted by :func:`sorting_network` across whole rows); memory: the outputs
+    and a (T, W) buffer per thread (one or two dates need no sort). An observation is used for a
     pixel only when all its composited bands are finite, so every band of the median comes from
     the same set of dates.
     """
@@ -82,5 +84,35 @@ def median_composite(
     median = values[0] if in_place else np.empty((sel.size, H, W), dtype=np.float32)
     use_clear = clear is not None
     clear_arr = np.ascontiguousarray(clear, dtype=bool) if use_clear else np.ones((1, 1, 1), bool)
-    K.median_over_time(values, sel, clear_arr, use_clear, median, count)
+    K.median_over_time(values, sel, clear_arr, use_clear, sorting_network(T), median, count)
     return Composite(median, count)
+
+
+@functools.lru_cache(maxsize=None)
+def sorting_network(n: int) -> np.ndarray:
+    """Batcher's odd-even merge sort for ``n`` values, as (P, 2) int64 comparator pairs (a < b:
+    the smaller value goes to a), in the order they apply.
+
+    The network of the next power of two, without the comparators that reach past ``n`` (the
+    missing slots would hold +inf, which such a comparator never moves). Branch-free: applied to
+    whole rows of pixels at once it vectorises, where a per-pixel selection branches on every
+    comparison. 262 comparators for 35 dates.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    a, b = i + j, i + j + k
+                    if a // (2 * p) == b // (2 * p) and b < n:
+                        pairs.append((a, b))
+            k //= 2
+        p *= 2
+    out = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    out.setflags(write=False)
+    return out

@@ -34,7 +34,7 @@ def test_transient_in_two_of_seven_dates_drops_out():
     assert c.median.dtype == np.float32 and c.count.dtype == np.uint16
 
 
-@pytest.mark.parametrize("T", [1, 2, 6, 37])
+@pytest.mark.parametrize("T", [1, 2, 3, 6, 37, 70])
 def test_matches_nanmedian_oracle_with_nan_and_masks(T):
     rng = np.random.default_rng(T)
     B, H, W = 4, 37, 23
@@ -92,3 +92,30 @@ def test_band_subset_read_in_place_equals_the_copied_subset(T):
     np.testing.assert_array_equal(values, keep)
     with pytest.raises(ValueError, match="bands must be indices"):
         median_composite(values, bands=[5])
+
+
+def test_sorting_network_sorts_every_order():
+    """The pruned Batcher network sorts any n values (checked on random orders and all 0/1
+    inputs, which suffice for a comparator network by the 0-1 principle, for small n)."""
+    import itertools
+
+    from pipeline.preprocess.composite import sorting_network
+
+    rng = np.random.default_rng(0)
+    for n in range(1, 70):
+        pairs = sorting_network(n)
+        assert (pairs[:, 0] < pairs[:, 1]).all() and (pairs < n).all()
+        for _ in range(10):
+            x = rng.random(n)
+            for a, b in pairs:
+                if x[b] < x[a]:
+                    x[a], x[b] = x[b], x[a]
+            assert (np.diff(x) >= 0).all(), n
+    for n in range(1, 11):
+        pairs = sorting_network(n)
+        for bits in itertools.product((0, 1), repeat=n):
+            x = list(bits)
+            for a, b in pairs:
+                if x[b] < x[a]:
+                    x[a], x[b] = x[b], x[a]
+            assert x == sorted(x)
