@@ -578,10 +578,10 @@ def _close_gaps(changed: np.ndarray, stat: np.ndarray, valid: np.ndarray, fracti
     """``changed`` closed with a disc of ``radius_px``, adding only ``valid`` pixels that would
     pass the halo trim: ``stat`` at least ``fraction`` x the local peak of the changed pixels
     within ``peak_radius_px`` (:func:`pipeline.kernels.thresholds.local_peak_keep`)."""
+    from .kernels.morphology import binary_closing
     from .kernels.thresholds import local_peak_keep
-    from .objects.label import close_mask
 
-    added = close_mask(changed, radius_px=radius_px) & ~changed & valid
+    added = binary_closing(changed, radius_px=radius_px) & ~changed & valid
     if not added.any():
         return changed
     with np.errstate(invalid="ignore"):

@@ -31,7 +31,7 @@ from ..kernels.morphology import binary_closing, binary_opening
 
 log = logging.getLogger(__name__)
 
-__all__ = ["close_mask", "clean_labels", "clean_mask", "label_regions", "region_table", "DELTA_KEYS"]
+__all__ = ["clean_labels", "clean_mask", "label_regions", "region_table", "DELTA_KEYS"]
 
 DELTA_KEYS = ("ndvi", "ndbi", "bsi", "dbi", "mndwi", "brightness")
 """Index deltas (after - before) the classifier knows; any subset may be given."""
@@ -45,18 +45,6 @@ def _check_2d(name: str, arr: np.ndarray, shape: tuple[int, int] | None = None) 
     if shape is not None and arr.shape != tuple(shape):
         raise UsageError(f"{name} has shape {arr.shape} but the change mask has shape {tuple(shape)}; pass arrays on one grid")
     return arr
-
-
-def close_mask(mask: np.ndarray, *, radius_px: int) -> np.ndarray:
-    """Binary closing (dilation, then erosion) of ``mask`` with a disc of ``radius_px`` pixels.
-
-    Joins fragments up to ``2 radius_px`` pixels apart and fills notches of that width; it never
-    adds a region where no pixel is set. The image is padded with ``radius_px`` pixels of False,
-    so the erosion treats the image edge like any other unset pixel instead of eating into
-    regions that touch it. Returns a new (H, W) bool array holding ``mask`` and what the closing
-    added.
-    """
-    return binary_closing(np.asarray(mask, dtype=bool), radius_px=int(radius_px))
 
 
 def clean_labels(
@@ -99,7 +87,8 @@ def clean_labels(
     if connectivity not in (1, 2):
         raise UsageError(f"connectivity must be 1 or 2, got {connectivity}")
     if closing_radius_px > 0:
-        mask = close_mask(mask, radius_px=closing_radius_px)
+        # the image edge erodes like any unchanged pixel, so what touches it is not eaten into
+        mask = binary_closing(mask, radius_px=int(closing_radius_px))
     if opening_radius_px > 0:
         mask = binary_opening(mask, radius_px=int(opening_radius_px))
     labels, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(2, connectivity), output=np.int32)
