@@ -56,6 +56,19 @@ def test_disk_composite_reads_windows_like_the_array(tmp_path):
     assert np.isnan(comp[:, 40:41, 80:81]).all()
     # stored as reflectance x 10000: within half a DN of the float composite
     assert np.nanmax(np.abs(np.asarray(comp) - np.where(np.isnan(want), np.nan, full))) <= 5e-5 + 1e-7
+    # tiles are written in the background: a copy made by pickling waits for them and reads the same
+    import pickle
+
+    again = pickle.loads(pickle.dumps(comp))
+    np.testing.assert_array_equal(np.asarray(again), want)
+
+
+def test_disk_composite_write_failure_surfaces(tmp_path):
+    """A tile the disk refused raises when the composite is flushed or read, not silently."""
+    comp = DiskComposite((1, 4, 4), tmp_path / "gone", "after")  # a folder that does not exist
+    comp.put((0, 4, 0, 4), np.ones((1, 4, 4), np.uint16))
+    with pytest.raises(FileNotFoundError):
+        comp.flush()
 
 
 def test_tile_size_tiles_large_grids_and_honours_the_choice():
