@@ -932,10 +932,9 @@ def binary_closing_sparse(mask, dy, dx, r, out):
 
 
 @njit(**SERIAL)
-def binary_opening_sparse(mask, dy, dx, out):
-    """``out`` = ``scipy.ndimage.binary_opening(mask, structure)`` (border value 0) for a symmetric
-    structuring element with offsets (dy, dx): the erosion is tested at set pixels only, the
-    dilation scattered from the eroded ones."""
+def binary_dilation_sparse(mask, dy, dx, out):
+    """``out`` = ``scipy.ndimage.binary_dilation(mask, structure)`` for a symmetric structuring
+    element with offsets (dy, dx): scattered from the set pixels only."""
     H, W = mask.shape
     K = dy.shape[0]
     for i in range(H):
@@ -943,18 +942,40 @@ def binary_opening_sparse(mask, dy, dx, out):
             out[i, j] = False
     for i in range(H):
         for j in range(W):
-            if not mask[i, j]:
-                continue
-            ok = True
-            for k in range(K):
-                y = i + dy[k]
-                x = j + dx[k]
-                if y < 0 or y >= H or x < 0 or x >= W or not mask[y, x]:
-                    ok = False
-                    break
+            if mask[i, j]:
+                for k in range(K):
+                    y = i + dy[k]
+                    x = j + dx[k]
+                    if 0 <= y < H and 0 <= x < W:
+                        out[y, x] = True
+
+
+@njit(**SERIAL)
+def binary_erosion_sparse(mask, dy, dx, out):
+    """``out`` = ``scipy.ndimage.binary_erosion(mask, structure)`` (border value 0: outside the
+    image counts as unset) for offsets (dy, dx), tested at the set pixels only."""
+    H, W = mask.shape
+    K = dy.shape[0]
+    for i in range(H):
+        for j in range(W):
+            ok = mask[i, j]
             if ok:
                 for k in range(K):
-                    out[i + dy[k], j + dx[k]] = True
+                    y = i + dy[k]
+                    x = j + dx[k]
+                    if y < 0 or y >= H or x < 0 or x >= W or not mask[y, x]:
+                        ok = False
+                        break
+            out[i, j] = ok
+
+
+@njit(**SERIAL)
+def binary_opening_sparse(mask, dy, dx, out):
+    """``out`` = ``scipy.ndimage.binary_opening(mask, structure)`` (border value 0) for a symmetric
+    structuring element with offsets (dy, dx): the sparse erosion, then the sparse dilation."""
+    eroded = np.empty_like(mask)
+    binary_erosion_sparse(mask, dy, dx, eroded)
+    binary_dilation_sparse(eroded, dy, dx, out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -980,25 +1001,6 @@ def dn_valid(dn, valid, zero_invalid):
                 for j in range(W):
                     if not v[j]:
                         r[j] = 0
-
-
-@njit(**SERIAL)
-def binary_dilation_sparse(mask, dy, dx, out):
-    """``out`` = ``scipy.ndimage.binary_dilation(mask, structure)`` for a symmetric structuring
-    element with offsets (dy, dx): scattered from the set pixels only."""
-    H, W = mask.shape
-    K = dy.shape[0]
-    for i in range(H):
-        for j in range(W):
-            out[i, j] = False
-    for i in range(H):
-        for j in range(W):
-            if mask[i, j]:
-                for k in range(K):
-                    y = i + dy[k]
-                    x = j + dx[k]
-                    if 0 <= y < H and 0 <= x < W:
-                        out[y, x] = True
 
 
 # --------------------------------------------------------------------------------------------
