@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -158,14 +159,34 @@ class State:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self._open(timeout)
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"{self.path}: not a usable s2watch state database ({exc}); move it away to start afresh"
             ) from exc
+
+    def _open(self, timeout: float) -> None:
+        """WAL mode, settings and schema, retried while another process holds the file.
+
+        Switching a new database to WAL takes an exclusive lock, and SQLite answers "database is
+        locked" at once, without waiting ``busy_timeout``, when two connections escalate together
+        (several workers opening a fresh state file in the same instant: 3 in 30 trials of six
+        processes). So the opening is retried, with a short jittered pause, for up to ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                time.sleep(0.02 + 0.08 * random.random())
 
     # -- plumbing ----------------------------------------------------------------------------
 

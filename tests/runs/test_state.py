@@ -155,3 +155,31 @@ def test_last_run_is_the_latest_started_even_within_one_second(tmp_path, monkeyp
     st.finish_run("20260101T000000Z-000000", "a", status="no_new_data")
     assert st.last_run("a")["status"] == "no_new_data"
     assert [r["run_id"] for r in st.runs("a")] == ["20260101T000000Z-ffffff", "20260101T000000Z-000000"]
+
+
+def _open_state(path, barrier, results):
+    barrier.wait()
+    try:
+        State(path).close()
+        results.put("ok")
+    except Exception as exc:  # reported to the parent, which asserts
+        results.put(repr(exc))
+
+
+def test_workers_opening_a_fresh_state_file_together_all_succeed(tmp_path):
+    """Several processes (dask workers of a first ``run --all``) open a new state file in the same
+    instant: SQLite refuses the WAL switch at once to all but one ("database is locked", without
+    waiting its busy timeout), so the opening must retry instead of failing an AOI."""
+    ctx = mp.get_context("fork")
+    failures = []
+    for trial in range(20):
+        path = tmp_path / f"t{trial}" / "state.sqlite"
+        path.parent.mkdir()
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_state, args=(path, barrier, results)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        failures += [r for r in (results.get(timeout=10) for _ in procs) if r != "ok"]
+    assert not failures, failures[:3]
