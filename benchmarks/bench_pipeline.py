@@ -5,9 +5,9 @@ plain MAD, and a monitoring series of acquisitions.
    polygon is that square inset by the 200 m processing buffer, 1645 km^2) read from local
    per-band COGs (the six compared bands B02 B03 B04 B08 B11 B12 at 10 m, plus B8A and SCL at 20 m
    because ``s2watch detect`` reads B8A too) through a local STAC catalog built by ``s2watch stac build``,
-   timed as a child process (wall time, peak RSS; the median of ``--repeat`` runs, default 3, after an
-   untimed warm-up), against ``otbcli_MultivariateAlterationDetector`` (the median of as many runs)
-   on the same six-band pair (Debian ``otb-bin``; installed on demand by ``ensure_otb``). Target: the whole
+   timed as a child process (wall time, peak RSS; the median of ``--repeat`` runs, default 5, after an
+   untimed warm-up), against ``otbcli_MultivariateAlterationDetector`` (the median of as many runs,
+   interleaved with ours round by round) on the same six-band pair (Debian ``otb-bin``; installed on demand by ``ensure_otb``). Target: the whole
    pipeline faster than OTB's MAD alone; canonical correlations of our MAD
    (``pipeline.kernels.irmad`` with one iteration = plain MAD) equal to OTB's to 1e-3.
 2. Monitoring: ``run_monitor`` with the simulated source over a 10 x 10 km user AOI, ``since`` /
@@ -271,16 +271,52 @@ def bench_detect(n: int, folder: Path, run_otb: bool, repeat: int = 3) -> dict:
     shutil.rmtree(folder / "detect-warm-up", ignore_errors=True)
     say(f"  warm-up run (untimed; includes compiling the kernels when the numba cache is cold): {wall_w:.1f} s")
     say("  $ " + " ".join(cmd))
-    walls_d, rss_d = [], 0
-    for _ in range(repeat):  # the median of several runs: single wall times vary by 20-30 % on a VM
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        wall_d, rss, rc, out = C.run_child_peak(cmd)
+    res: dict = {"n": n, "detect_cmd": cmd, "aoi": aoi_info, "rects": rects, "detect_out": str(out_dir)}
+    before, after = before[:6], after[:6]  # the six bands compared with OTB
+    t0 = time.perf_counter()
+    r = irmad(before, after, max_iter=1)
+    rho_ours = np.sort(np.asarray(r.rho, np.float64))[::-1]
+    res["rho_ours"] = rho_ours.tolist()
+    res["our_mad_in_process_s"] = time.perf_counter() - t0
+    why = "--no-otb" if not run_otb else ensure_otb()
+    cmd_otb = cmd_otb_z = None
+    if why:
+        say(f"  OTB comparison skipped: {why}")
+        res["otb_skipped"] = why
+    else:
+        stacks = [folder / f"otb_in_{n}_before.tif", folder / f"otb_in_{n}_after.tif"]
+        packed = [folder / f"otb_in_{n}_before_deflate.tif", folder / f"otb_in_{n}_after_deflate.tif"]
+        for p, q, img in zip(stacks, packed, (before, after)):
+            write_stack(p, img)
+            write_stack(q, img, compress="DEFLATE")
+        cmd_otb = NICE + [OTB_APP, "-in1", str(stacks[0]), "-in2", str(stacks[1]), "-out", str(folder / "otb_mad_out.tif"), "-ram", "1024"]
+        # the same pair encoded as our inputs are: OTB then decodes DEFLATE too
+        cmd_otb_z = NICE + [OTB_APP, "-in1", str(packed[0]), "-in2", str(packed[1]), "-out", str(folder / "otb_mad_out.tif"), "-ram", "1024"]
+    del before, after
+    # the runs interleave, round by round (ours, OTB, OTB on DEFLATE; reversed every other round),
+    # so that the drift of a shared VM's speed, which moves single wall times by 20-30 % over a
+    # minute, falls on both sides alike; the medians are compared
+    walls_d, walls_o, walls_z, rss_d, rss_o, out_o = [], [], [], 0, 0, ""
+    rc, out = 0, ""
+    for i in range(repeat):
+        order = ["ours", "otb", "otb_z"] if cmd_otb else ["ours"]
+        for which in (order if i % 2 == 0 else order[::-1]):
+            if which == "ours":
+                if out_dir.exists():
+                    shutil.rmtree(out_dir)
+                wall_d, rss, rc, out = C.run_child_peak(cmd)
+                if rc != 0:
+                    break
+                walls_d.append(wall_d)
+                rss_d = max(rss_d, rss)
+            elif which == "otb":
+                wall_o, rss, out_o = _check(cmd_otb, "OTB MAD")
+                walls_o.append(wall_o)
+                rss_o = max(rss_o, rss)
+            else:
+                walls_z.append(_check(cmd_otb_z, "OTB MAD (DEFLATE inputs)")[0])
         if rc != 0:
             break
-        walls_d.append(wall_d)
-        rss_d = max(rss_d, rss)
-    res: dict = {"n": n, "detect_cmd": cmd, "aoi": aoi_info, "rects": rects, "detect_out": str(out_dir)}
     if rc != 0:
         say(f"  s2watch detect FAILED (exit {rc}):\n{out[-3000:]}")
         res["detect_error"] = f"exit {rc}: {out[-3000:]}"
@@ -296,32 +332,8 @@ def bench_detect(n: int, folder: Path, run_otb: bool, repeat: int = 3) -> dict:
     say(f"  s2watch detect: {wall_d:.2f} s wall (median of {len(walls_d)} runs: {runs}), peak RSS {C.fmt_bytes(rss_d)}; {objs.get('count')} objects {by_class}; "
         f"planted rectangles with >= half their pixels flagged: {hit['found']}/{len(rects)}, "
         f"flagged outside them: {100 * hit['false_frac']:.2f} % of valid pixels")
-
-    t0 = time.perf_counter()
-    before, after = before[:6], after[:6]  # the six bands compared with OTB
-    r = irmad(before, after, max_iter=1)
-    rho_ours = np.sort(np.asarray(r.rho, np.float64))[::-1]
-    res["rho_ours"] = rho_ours.tolist()
-    res["our_mad_in_process_s"] = time.perf_counter() - t0
-    if not run_otb:
-        say("  OTB comparison skipped (--no-otb)")
+    if not cmd_otb:
         return res
-    why = ensure_otb()
-    if why:
-        say(f"  OTB comparison skipped: {why}")
-        res["otb_skipped"] = why
-        return res
-    stacks = [folder / f"otb_in_{n}_before.tif", folder / f"otb_in_{n}_after.tif"]
-    packed = [folder / f"otb_in_{n}_before_deflate.tif", folder / f"otb_in_{n}_after_deflate.tif"]
-    for p, q, img in zip(stacks, packed, (before, after)):
-        write_stack(p, img)
-        write_stack(q, img, compress="DEFLATE")
-    del before, after
-    cmd_otb = NICE + [OTB_APP, "-in1", str(stacks[0]), "-in2", str(stacks[1]), "-out", str(folder / "otb_mad_out.tif"), "-ram", "1024"]
-    walls_o = []
-    for _ in range(repeat):
-        wall_o, rss_o, out_o = _check(cmd_otb, "OTB MAD")
-        walls_o.append(wall_o)
     wall_o = float(np.median(walls_o))
     res["otb_runs_s"] = walls_o
     m = re.search(r"Rho:\s*([-0-9.eE+ ]+)", out_o)
@@ -337,9 +349,6 @@ def bench_detect(n: int, folder: Path, run_otb: bool, repeat: int = 3) -> dict:
     say(f"  OTB MAD alone : {wall_o:.2f} s wall (median of {len(walls_o)} runs: {', '.join(f'{w:.2f}' for w in walls_o)}), "
         f"peak RSS {C.fmt_bytes(rss_o)} (reads uncompressed 6-band GeoTIFFs)")
     say(f"  ratio OTB / s2watch detect = {ratio:.2f} [{mark(wall_d < wall_o)}] (target > 1: whole pipeline faster than OTB's MAD alone)")
-    # the same pair encoded as our inputs are: OTB then decodes DEFLATE too
-    cmd_otb_z = NICE + [OTB_APP, "-in1", str(packed[0]), "-in2", str(packed[1]), "-out", str(folder / "otb_mad_out.tif"), "-ram", "1024"]
-    walls_z = [_check(cmd_otb_z, "OTB MAD (DEFLATE inputs)")[0] for _ in range(repeat)]
     wall_z = float(np.median(walls_z))
     res.update(otb_deflate_s=wall_z, otb_deflate_runs_s=walls_z, otb_deflate_over_detect=wall_z / wall_d)
     say(f"  OTB MAD alone on the pair as DEFLATE tiled GeoTIFFs (as our inputs are encoded): {wall_z:.2f} s "
@@ -591,7 +600,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--no-otb", action="store_true", help="skip the OTB comparison")
     ap.add_argument("--only", choices=("detect", "monitor", "scale"), help="run one section")
-    ap.add_argument("--repeat", type=int, default=3, help="detect vs OTB: timed runs of each, the median is compared")
+    ap.add_argument("--repeat", type=int, default=5, help="detect vs OTB: timed rounds (ours, then OTB, interleaved), the medians are compared")
     ap.add_argument("--acquisitions", type=int, help="monitoring: new acquisitions (default 100, quick 5)")
     ap.add_argument("--out", type=Path, default=C.OUT, help="output folder (default bench-output/)")
     ap.add_argument("--monitor-worker", help=argparse.SUPPRESS)

@@ -43,7 +43,7 @@ from .objects import ObjectParams
 from .objects.model import NODATA_CODE
 from .preprocess.cloudmask import MASK_METHODS, MaskParams, mask_stack
 from .preprocess.composite import Composite, median_composite
-from .preprocess.coregister import apply_shift, estimate_shift
+from .preprocess.coregister import apply_shift, estimate_shift, shift_mask
 from .preprocess.harmonise import harmonise
 from .preprocess.normalise import Normalisation, apply_normalisation, fit_normalisation, normalise
 from .result import AcquisitionRecord, DetectionResult
@@ -513,7 +513,8 @@ def _coregister(
                     continue
                 rec["shift_px"] = (round(est.dy, 3), round(est.dx, 3))
                 apply_shift(w.refl[t], est.shift, out=w.refl[t])  # in place: no copy of the bands
-                w.clear[t] = np.nan_to_num(apply_shift(w.clear[t].astype(np.float32), est.shift), nan=0.0) > 0.99
+                if abs(est.dy) >= 0.02 or abs(est.dx) >= 0.02:  # apply_shift's min_shift: smaller shifts are not applied
+                    w.clear[t] = shift_mask(w.clear[t], est.shift)
                 keep.append(t)
             w.used = keep
     return ref_id

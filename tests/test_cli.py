@@ -1,5 +1,6 @@
 """The s2watch command: usage errors exit 2 with a message naming the bad value."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,34 @@ def test_allocator_setting_is_applied_once_and_can_be_switched_off(monkeypatch):
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's; elsewhere the call is a no-op")
     assert A.keep_freed_memory() is True and A._done is True
+
+
+_ARENA_PROBE = r"""
+import re, threading, numpy as np
+from pipeline._alloc import keep_freed_memory
+keep_freed_memory()
+def rss():
+    return int(re.search(r"VmRSS:\s+(\d+)", open("/proc/self/status").read()).group(1)) << 10
+def blocks():  # what a reading thread leaves behind: many block-sized buffers, touched, then freed
+    bufs = [np.ones(1 << 20, np.uint8) for _ in range(200)]
+    del bufs
+t = threading.Thread(target=blocks); t.start(); t.join()
+r0 = rss()
+a = np.ones(150 << 20, np.uint8)  # the main thread's next arrays
+print("GROWTH", rss() - r0)
+"""
+
+
+def test_memory_freed_by_reading_threads_is_reused_by_the_main_thread():
+    """GDAL's reading threads free their decoded blocks when a file closes; with the entry point's
+    allocator settings the main thread's next image-sized arrays reuse that memory instead of
+    adding to the peak (one malloc arena for all threads)."""
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's; elsewhere the call is a no-op")
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "S2WATCH_KEEP_MEMORY")}
+    r = subprocess.run([sys.executable, "-c", _ARENA_PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    growth = int(r.stdout.split("GROWTH")[1])
+    assert growth < 60 << 20, f"the main thread's 150 MiB array grew RSS by {growth >> 20} MiB"

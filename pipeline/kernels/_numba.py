@@ -795,6 +795,49 @@ def bilinear_shift(src, iy, ix, w, out):
         _shift_row(src, y, iy, ix, w, out[y])
 
 
+
+@njit(**FLAGS)
+def shift_mask(src, iy, ix, w, thresh, out):
+    """out[y, x] = the bilinear shift of the (H, W) bool mask ``src`` as 0/1 float32 (the terms of
+    :func:`bilinear_shift`, added in its order and roundings, outside = NaN) ``> thresh`` (a
+    float32), NaN counting as False: ``np.nan_to_num(shifted, nan=0.0) > thresh`` without the
+    three float32 planes. One float32 row of scratch per row."""
+    H, W = src.shape
+    for y in prange(H):
+        o = np.empty(W, np.float32)
+        first = True
+        for q in range(4):
+            wq = w[q]
+            if wq == 0.0:
+                continue
+            sy = y - (iy + q // 2)
+            kx = ix + q % 2
+            x0 = min(max(kx, 0), W)
+            x1 = max(min(W + kx, W), 0)
+            if sy < 0 or sy >= H or x1 <= x0:
+                x0 = W
+                x1 = W
+            for x in range(x0):
+                o[x] = NAN32
+            r = src[min(max(sy, 0), H - 1)]
+            zero = np.float32(0.0)
+            if first:
+                for x in range(x0, x1):
+                    o[x] = wq if r[x - kx] else zero
+            else:
+                for x in range(x0, x1):
+                    o[x] = o[x] + (wq if r[x - kx] else zero)
+            for x in range(x1, W):
+                o[x] = NAN32
+            first = False
+        d = out[y]
+        if first:  # no term (all weights 0): numpy's sum of nothing is never computed; all False
+            for x in range(W):
+                d[x] = False
+        else:
+            for x in range(W):
+                d[x] = o[x] > thresh
+
 # --------------------------------------------------------------------------------------------
 # clear-sky masks
 

@@ -25,7 +25,7 @@ from ..errors import UsageError
 from ..grid import Grid
 from .classify import CLASSIFIERS, ClassifyThresholds, classify_region, get_classifier, water_both_dates
 from .context import RegionContext, feature_context
-from .label import clean_labels, clean_mask, label_regions, region_table
+from .label import clean_labels, clean_mask, label_regions, region_table, relabel, label_sizes
 from .model import CHANGE_CLASSES, CLASS_CODES, CLASS_COLOURS, NO_CHANGE_CODE, NODATA_CODE, ChangeObject
 from .track import match, object_id, unique_ids, update_lifecycle
 from .vectorise import polygons
@@ -217,13 +217,13 @@ def extract_objects(
     labels, n = clean_labels(
         change_mask & valid, opening_radius_px=p.opening_radius_px, min_pixels=min_pixels, connectivity=p.connectivity
     )
-    class_map = np.where(valid, np.uint8(NO_CHANGE_CODE), np.uint8(NODATA_CODE)).astype(np.uint8)
+    class_map = np.where(valid, np.uint8(NO_CHANGE_CODE), np.uint8(NODATA_CODE)).astype(np.uint8, copy=False)
     if n == 0:
         log.info("no change objects: %d changed pixels, none left after cleaning", int(change_mask.sum()))
         return [], class_map
 
     if n > p.max_objects:
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        sizes = label_sizes(labels, n)
         sizes[0] = -1
         keep = np.sort(np.argsort(-sizes, kind="stable")[: p.max_objects])
         log.warning(
@@ -234,7 +234,7 @@ def extract_objects(
         )
         lut = np.zeros(n + 1, np.int32)
         lut[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
-        labels = lut[labels]
+        relabel(labels, lut)
         n = int(keep.size)
 
     table = region_table(
@@ -250,9 +250,9 @@ def extract_objects(
             lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
             log.info(
                 "%d region(s) (%d pixels) are open water on both dates (only the water colour changed): dropped",
-                len(water), int(np.isin(labels, water).sum()),
+                len(water), int(label_sizes(labels, n)[water].sum()),
             )
-            labels = lut[labels]
+            relabel(labels, lut)
             table = {int(lut[lab]): {**props, "label": int(lut[lab])} for lab, props in table.items() if keep[lab]}
             n = int(keep.sum())
             if n == 0:

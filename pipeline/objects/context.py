@@ -18,6 +18,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ..aoi import AOI
 from ..grid import Grid
+from .label import label_sizes
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def feature_context(
     """
     labels = np.asarray(labels)
     n = int(labels.max()) if labels.size else 0
-    area = np.bincount(labels.ravel(), minlength=n + 1)[: n + 1].astype(np.float64)
+    area = label_sizes(labels, n).astype(np.float64)
     present = [int(i) for i in np.nonzero(area)[0] if i > 0]
     kind = getattr(aoi, "kind", "site")
     if not present:

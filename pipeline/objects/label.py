@@ -31,7 +31,7 @@ from ..kernels.morphology import binary_closing, binary_opening
 
 log = logging.getLogger(__name__)
 
-__all__ = ["clean_labels", "clean_mask", "label_regions", "region_table", "DELTA_KEYS"]
+__all__ = ["clean_labels", "clean_mask", "label_regions", "region_table", "relabel", "label_sizes", "DELTA_KEYS"]
 
 DELTA_KEYS = ("ndvi", "ndbi", "bsi", "dbi", "mndwi", "brightness")
 """Index deltas (after - before) the classifier knows; any subset may be given."""
@@ -45,6 +45,25 @@ def _check_2d(name: str, arr: np.ndarray, shape: tuple[int, int] | None = None) 
     if shape is not None and arr.shape != tuple(shape):
         raise UsageError(f"{name} has shape {arr.shape} but the change mask has shape {tuple(shape)}; pass arrays on one grid")
     return arr
+
+
+def relabel(labels: np.ndarray, lut: np.ndarray, *, rows: int = 256) -> np.ndarray:
+    """``labels[...] = lut[labels]`` in place, a band of ``rows`` rows at a time, so the gather
+    needs no second full-size label image; returns ``labels``."""
+    for r in range(0, labels.shape[0], rows):
+        band = labels[r : r + rows]
+        band[...] = lut[band]
+    return labels
+
+
+def label_sizes(labels: np.ndarray, n: int, *, rows: int = 256) -> np.ndarray:
+    """Pixels of each label 0..n of an integer label image: ``np.bincount(labels.ravel(),
+    minlength=n + 1)`` a band of ``rows`` rows at a time (``bincount`` casts its input to int64:
+    a whole 4096^2 int32 image would take a 128 MiB copy)."""
+    sizes = np.zeros(n + 1, np.int64)
+    for r in range(0, labels.shape[0], rows):
+        sizes += np.bincount(labels[r : r + rows].ravel(), minlength=n + 1)
+    return sizes
 
 
 def clean_labels(
@@ -93,12 +112,12 @@ def clean_labels(
         mask = binary_opening(mask, radius_px=int(opening_radius_px))
     labels, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(2, connectivity), output=np.int32)
     if min_pixels > 1 and n:
-        keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_pixels
+        keep = label_sizes(labels, n) >= min_pixels
         keep[0] = False
         if not keep[1:].all():  # renumber the kept regions 1..n, in the same (raster) order
             lut = np.zeros(n + 1, np.int32)
             lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-            labels = lut[labels]
+            relabel(labels, lut)
             n = int(keep.sum())
     return labels, int(n)
 

@@ -199,3 +199,18 @@ def test_clean_labels_equal_clean_mask_then_label_regions(connectivity):
     lab, k = ndimage.label(opened, ndimage.generate_binary_structure(2, connectivity))
     oracle = np.isin(lab, [i for i in range(1, k + 1) if (lab == i).sum() >= 5])
     np.testing.assert_array_equal(labels > 0, oracle)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 256])
+def test_label_sizes_and_relabel_equal_the_whole_image_forms(rows):
+    """The banded forms (no int64 copy of the label image, no second label image) give what
+    ``np.bincount(labels.ravel())`` and ``lut[labels]`` give, whatever the band height."""
+    from pipeline.objects.label import label_sizes, relabel
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 40, size=(53, 31)).astype(np.int32)
+    np.testing.assert_array_equal(label_sizes(labels, 45, rows=rows), np.bincount(labels.ravel(), minlength=46))
+    lut = rng.permutation(46).astype(np.int32)
+    want = lut[labels]
+    assert relabel(labels, lut, rows=rows) is labels
+    np.testing.assert_array_equal(labels, want)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.preprocess.coregister import apply_shift, estimate_shift
+from pipeline.preprocess.coregister import apply_shift, estimate_shift, shift_mask
 
 
 def _scene(seed=0, n=128):
@@ -113,6 +113,19 @@ def test_bilinear_kernel_equals_numpy_oracle_in_place_and_not(shift):
     assert apply_shift(inplace, shift, out=inplace) is inplace
     np.testing.assert_array_equal(inplace, expected)
     np.testing.assert_array_equal(apply_shift(img[2], shift), expected[2])
+
+
+@pytest.mark.parametrize("shift", [(0.37, -1.62), (-2.0, 0.5), (0.005, 0.0), (0.01, 0.0), (0.0, -0.004), (-0.999, 2.7), (40.5, 0.0)])
+def test_shift_mask_equals_the_float_shift_of_the_mask(shift):
+    """The clear-sky mask follows its acquisition's shift: the bilinear shift of the mask as 0/1,
+    NaN (outside) as 0, > 0.99 (pixels whose whole neighbourhood was clear); a term of weight
+    0.005 that is cloudy still leaves the pixel clear, one of 0.01 does not."""
+    rng = np.random.default_rng(4)
+    mask = ndimage.binary_opening(rng.random((47, 53)) < 0.7)
+    expected = np.nan_to_num(_bilinear_oracle(mask.astype(np.float32), *shift), nan=0.0) > 0.99
+    got = shift_mask(mask, shift)
+    assert got.dtype == bool and got.shape == mask.shape
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_negligible_shift_in_place_leaves_the_image():
