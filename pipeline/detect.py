@@ -798,10 +798,28 @@ def _read_and_detect(
         del b_stack
     with timer("read"):
         a_stack = source.read(aoi, after_acqs, grid=grid, bands=params.bands)
+    aw = None
+    if len(a_stack):
+        # the after window is prepared here so that its DN (B x 2 bytes per pixel and date) are
+        # freed once harmonised, as the before window's are, instead of living to the end
+        aw = _prepare("after", a_stack, params, reference.inside, timer)
+        aw.stack = _without_data(a_stack)
+        a_stack = aw.stack
     result = detect_stacks(
-        aoi, None, a_stack, params=params, source_name=source_name, windows=windows, reference=reference, _timer=timer
+        aoi, None, a_stack, params=params, source_name=source_name, windows=windows, reference=reference, _timer=timer,
+        _after=aw,
     )
     return result, reference
+
+
+def _without_data(stack: SceneStack) -> SceneStack:
+    """``stack`` with its DN and validity replaced by zero-stride zeros (no memory): what a
+    prepared window still needs of its stack is the SCL, the acquisitions and the grid."""
+    return replace(
+        stack,
+        data=np.broadcast_to(np.uint16(0), stack.data.shape),
+        valid=np.broadcast_to(np.False_, stack.valid.shape),
+    )
 
 
 def detect_stacks(
@@ -814,6 +832,7 @@ def detect_stacks(
     windows: tuple[tuple[date, date], tuple[date, date]] | None = None,
     reference: "Reference | None" = None,
     _timer: _Timer | None = None,
+    _after: _Window | None = None,
 ) -> DetectionResult:
     """Detect change between two stacks already read onto one grid.
 
@@ -866,7 +885,7 @@ def detect_stacks(
     bw, bc, ref_id = reference.window, reference.composite, reference.coreg_id
     if len(after_stack) == 0:
         raise _no_data("after", wins["after"], None, 0)
-    aw = _prepare("after", after_stack, params, inside, timer)
+    aw = _after if _after is not None else _prepare("after", after_stack, params, inside, timer)
     if not aw.used:
         raise _no_data("after", wins["after"], aw, len(after_stack))
     prepared = [bw, aw]
