@@ -513,8 +513,7 @@ def _coregister(
                     continue
                 rec["shift_px"] = (round(est.dy, 3), round(est.dx, 3))
                 apply_shift(w.refl[t], est.shift, out=w.refl[t])  # in place: no copy of the bands
-                if abs(est.dy) >= 0.02 or abs(est.dx) >= 0.02:  # apply_shift's min_shift: smaller shifts are not applied
-                    w.clear[t] = shift_mask(w.clear[t], est.shift)
+                w.clear[t] = shift_mask(w.clear[t], est.shift)
                 keep.append(t)
             w.used = keep
     return ref_id

@@ -756,6 +756,21 @@ def affine_bands(x, gain, offset, out):
 
 
 @njit(inline="always", **SERIAL)
+def _term_span(H, W, y, iy, ix, q):
+    """Term ``q`` of a bilinear shift at output row ``y``: the source row to read (clamped), the
+    column offset ``kx`` and the output columns [x0, x1) that read source columns [x0 - kx,
+    x1 - kx); an empty span (x0 = x1 = W) when the term falls outside the plane."""
+    sy = y - (iy + q // 2)
+    kx = ix + q % 2
+    x0 = min(max(kx, 0), W)
+    x1 = max(min(W + kx, W), 0)
+    if sy < 0 or sy >= H or x1 <= x0:
+        x0 = W
+        x1 = W
+    return min(max(sy, 0), H - 1), kx, x0, x1
+
+
+@njit(inline="always", **SERIAL)
 def _shift_row(src, y, iy, ix, w, o):
     H, W = src.shape
     first = True
@@ -763,16 +778,10 @@ def _shift_row(src, y, iy, ix, w, o):
         wq = w[q]
         if wq == 0.0:
             continue
-        sy = y - (iy + q // 2)
-        kx = ix + q % 2
-        x0 = min(max(kx, 0), W)  # output columns [x0, x1) read src columns [x0 - kx, x1 - kx)
-        x1 = max(min(W + kx, W), 0)
-        if sy < 0 or sy >= H or x1 <= x0:
-            x0 = W
-            x1 = W
+        ry, kx, x0, x1 = _term_span(H, W, y, iy, ix, q)
         for x in range(x0):
             o[x] = NAN32
-        r = src[min(max(sy, 0), H - 1)]
+        r = src[ry]
         if first:
             for x in range(x0, x1):
                 o[x] = r[x - kx] * wq
@@ -810,16 +819,10 @@ def shift_mask(src, iy, ix, w, thresh, out):
             wq = w[q]
             if wq == 0.0:
                 continue
-            sy = y - (iy + q // 2)
-            kx = ix + q % 2
-            x0 = min(max(kx, 0), W)
-            x1 = max(min(W + kx, W), 0)
-            if sy < 0 or sy >= H or x1 <= x0:
-                x0 = W
-                x1 = W
+            ry, kx, x0, x1 = _term_span(H, W, y, iy, ix, q)
             for x in range(x0):
                 o[x] = NAN32
-            r = src[min(max(sy, 0), H - 1)]
+            r = src[ry]
             zero = np.float32(0.0)
             if first:
                 for x in range(x0, x1):

@@ -171,7 +171,7 @@ def estimate_shift(
             if abs(res[0]) < 0.5 and abs(res[1]) < 0.5:
                 dy, dx = dy + float(res[0]), dx + float(res[1])
     aligned = np.nan_to_num(_bilinear_shift(gm, dy, dx), nan=0.0)
-    okm_aligned = shift_mask(okm, (dy, dx))
+    okm_aligned = shift_mask(okm, (dy, dx), min_shift=0.0)
     m = ndimage.binary_erosion(okr & okm_aligned, iterations=3)
     peak = _corr(gr, aligned, m)
     if abs(dy) > max_shift_px or abs(dx) > max_shift_px:
@@ -202,20 +202,24 @@ def _shift_weights(dy: float, dx: float) -> tuple[int, int, np.ndarray]:
     return iy, ix, np.array([v if v > 1e-6 else 0.0 for v in w], dtype=np.float32)
 
 
-def shift_mask(mask: np.ndarray, shift: tuple[float, float], *, keep: float = 0.99) -> np.ndarray:
+def shift_mask(mask: np.ndarray, shift: tuple[float, float], *, keep: float = 0.99, min_shift: float = 0.02) -> np.ndarray:
     """A bool mask moved by ``shift`` = (dy, dx) pixels as :func:`apply_shift` (bilinear) moves
     images: True where the bilinear shift of the mask as 0/1 exceeds ``keep`` (pixels whose
-    neighbourhood was wholly True); False where the shift reaches outside the image.
+    neighbourhood was wholly True); False where the shift reaches outside the image. Shifts
+    smaller than ``min_shift`` on both axes are not applied (a copy), as in :func:`apply_shift`.
 
-    Equal to ``np.nan_to_num(apply_shift(mask.astype(np.float32), shift, min_shift=0), nan=0) >
-    keep`` (tested), in one parallel pass with no float32 plane.
+    Equal to ``np.nan_to_num(apply_shift(mask.astype(np.float32), shift, min_shift=min_shift),
+    nan=0) > keep`` (tested), in one parallel pass with no float32 plane.
     """
     from ..kernels import _numba as K
 
     mask = np.ascontiguousarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise ValueError(f"shift_mask takes an (H, W) mask, got shape {mask.shape}")
-    iy, ix, w = _shift_weights(float(shift[0]), float(shift[1]))
+    dy, dx = float(shift[0]), float(shift[1])
+    if abs(dy) < min_shift and abs(dx) < min_shift:
+        return mask.copy()
+    iy, ix, w = _shift_weights(dy, dx)
     out = np.empty(mask.shape, bool)
     K.shift_mask(mask, iy, ix, w, np.float32(keep), out)
     return out

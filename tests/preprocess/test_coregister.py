@@ -123,9 +123,12 @@ def test_shift_mask_equals_the_float_shift_of_the_mask(shift):
     rng = np.random.default_rng(4)
     mask = ndimage.binary_opening(rng.random((47, 53)) < 0.7)
     expected = np.nan_to_num(_bilinear_oracle(mask.astype(np.float32), *shift), nan=0.0) > 0.99
-    got = shift_mask(mask, shift)
+    got = shift_mask(mask, shift, min_shift=0.0)
     assert got.dtype == bool and got.shape == mask.shape
     np.testing.assert_array_equal(got, expected)
+    # as apply_shift, a negligible shift (both axes under min_shift) is not applied
+    if max(abs(shift[0]), abs(shift[1])) < 0.02:
+        np.testing.assert_array_equal(shift_mask(mask, shift), mask)
 
 
 def test_negligible_shift_in_place_leaves_the_image():
