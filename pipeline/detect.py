@@ -722,6 +722,7 @@ def detect(
     after: tuple[date, date],
     params: DetectParams | None = None,
     stack: SceneStack | None = None,
+    on_magnitude: Callable[..., object] | None = None,
 ) -> DetectionResult:
     """Detect change over ``aoi`` between the ``before`` and ``after`` windows.
 
@@ -735,6 +736,12 @@ def detect(
     params : DetectParams or None
     stack : SceneStack or None
         Acquisitions already read (covering both windows), e.g. from a monitoring run.
+    on_magnitude : callable, optional
+        Called once the change magnitude is final, before the objects are extracted, as
+        ``on_magnitude(magnitude, grid=, aoi=, source=, before=, after=)`` (the result's own
+        array and field values; the array must not be modified). The CLI starts writing
+        ``change_magnitude.tif`` there (:class:`pipeline.outputs.MagnitudeInAdvance`), on a
+        second core while the objects are made on the first.
 
     Returns
     -------
@@ -763,11 +770,13 @@ def detect(
                 raise _no_data(wname, win, None, 0)
             found.append(acqs)
         result, _ = _read_and_detect(
-            aoi, source, found[0], found[1], grid=grid, params=params, windows=(before, after), source_name=name, timer=timer
+            aoi, source, found[0], found[1], grid=grid, params=params, windows=(before, after), source_name=name, timer=timer,
+            on_magnitude=on_magnitude,
         )
         return result
     return detect_stacks(
-        aoi, b_stack, a_stack, params=params, source_name=name, windows=(before, after), _timer=timer
+        aoi, b_stack, a_stack, params=params, source_name=name, windows=(before, after), _timer=timer,
+        on_magnitude=on_magnitude,
     )
 
 
@@ -783,6 +792,7 @@ def _read_and_detect(
     source_name: str = "",
     timer: _Timer | None = None,
     reference: "Reference | None" = None,
+    on_magnitude: Callable[..., object] | None = None,
 ) -> tuple[DetectionResult, Reference]:
     """Read and compare acquisitions already searched, in bounded memory: the before window is
     read, prepared and released (only its :meth:`Reference.detached` part is kept) before the
@@ -806,7 +816,7 @@ def _read_and_detect(
         a_stack = aw.stack
     result = detect_stacks(
         aoi, None, a_stack, params=params, source_name=source_name, windows=windows, reference=reference, _timer=timer,
-        _after=aw,
+        _after=aw, on_magnitude=on_magnitude,
     )
     return result, reference
 
@@ -832,6 +842,7 @@ def detect_stacks(
     reference: "Reference | None" = None,
     _timer: _Timer | None = None,
     _after: _Window | None = None,
+    on_magnitude: Callable[..., object] | None = None,
 ) -> DetectionResult:
     """Detect change between two stacks already read onto one grid.
 
@@ -850,6 +861,8 @@ def detect_stacks(
         ``prepare_reference(aoi, before_stack, params)`` done once and reused, e.g. for every
         new acquisition of a monitoring run against one reference period; the result is the
         same as without it.
+    on_magnitude : callable, optional
+        As for :func:`detect`.
 
     Returns
     -------
@@ -943,6 +956,12 @@ def detect_stacks(
             magnitude = np.where(both, ndimage.gaussian_filter(filled, params.smooth_px), np.nan).astype(np.float32)
         magnitude = np.asarray(CONTEXTS[params.context](magnitude, before_c, after_raw, params.bands, both, params), np.float32)
         deltas = _deltas_at(before_c, after_c, params.bands)
+    if on_magnitude is not None:  # final from here on: nothing below writes into it
+        magnitude.flags.writeable = False
+        on_magnitude(
+            magnitude, grid=grid, aoi=aoi, source=source_name,
+            before=_window_str(wins["before"]), after=_window_str(wins["after"]),
+        )
 
     with timer("threshold"):
         # the statistic tested: the magnitude, or IR-MAD's chi-square for the chi2 test

@@ -509,3 +509,33 @@ def test_gaps_are_closed_across_dimly_changed_ground_only():
     assert ((cm > 0) & (cm < NODATA_CODE)).mean() > 0.5
     with pytest.raises(UsageError, match="closing_radius_px"):
         DetectParams(closing_radius_px=-1)
+
+
+def test_magnitude_is_handed_over_final_before_the_objects(monkeypatch):
+    """``on_magnitude`` gets the result's own magnitude (read-only from then on) and fields, once,
+    before the objects are extracted: what lets the CLI write change_magnitude.tif meanwhile."""
+    import pipeline.objects as objects
+
+    aoi = _aoi()
+    grid = aoi.grid()
+    b = _stack(grid, _dates(date(2024, 3, 1), 4))
+    a = _stack(grid, _dates(date(2025, 5, 1), 4), building=BUILDING)
+    calls, order = [], []
+    extract = objects.extract_objects
+
+    def extract_after(*args, **kw):
+        order.append("objects")
+        return extract(*args, **kw)
+
+    monkeypatch.setattr(objects, "extract_objects", extract_after)
+
+    def on_magnitude(magnitude, **fields):
+        order.append("magnitude")
+        calls.append((magnitude, magnitude.copy(), fields))
+
+    res = detect_stacks(aoi, b, a, params=DetectParams(), source_name="planted", on_magnitude=on_magnitude)
+    assert order == ["magnitude", "objects"] and len(res.objects) == 1
+    magnitude, copy, fields = calls[0]
+    assert magnitude is res.magnitude and not magnitude.flags.writeable
+    np.testing.assert_array_equal(magnitude, copy)  # unchanged after the handover
+    assert fields == {"grid": res.grid, "aoi": res.aoi, "source": res.source, "before": res.before, "after": res.after}

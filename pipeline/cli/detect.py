@@ -69,7 +69,7 @@ def run(args) -> int:
         return _dry_run(aoi, source, before, after, args)
 
     from ..detect import DetectParams, detect
-    from ..outputs import write_outputs
+    from ..outputs import MagnitudeInAdvance, write_outputs
 
     from .. import tiled
 
@@ -77,8 +77,10 @@ def run(args) -> int:
     tile_px = _tile_size(aoi, args)
     log.info("detect %s: before %s/%s after %s/%s from %s", aoi.id, *before, *after, source_name)
     if tile_px is None:
-        result = detect(aoi, source, before=before, after=after, params=params)
-        paths = write_outputs(result, Path(args.out), rgb=args.rgb)
+        # change_magnitude.tif is encoded on a second thread while the objects are extracted
+        with MagnitudeInAdvance(args.out) as early:
+            result = detect(aoi, source, before=before, after=after, params=params, on_magnitude=early)
+            paths = write_outputs(result, Path(args.out), rgb=args.rgb, early=early)
     else:
         from ..runs.executor import get_executor
 

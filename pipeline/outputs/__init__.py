@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from .summary import render_summary
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_outputs", "OUTPUT_FILES"]
+__all__ = ["write_outputs", "MagnitudeInAdvance", "OUTPUT_FILES"]
 
 OUTPUT_FILES = (
     "change_class.tif",
@@ -78,17 +79,111 @@ def _validate(result) -> None:
 
 
 def _provenance(result) -> dict:
-    aoi = result.aoi
+    return _tags(aoi=result.aoi, source=result.source, before=result.before, after=result.after)
+
+
+def _tags(*, aoi, source: str, before: str, after: str) -> dict:
+    """GDAL metadata of every raster: what was compared, where, with which version."""
     return {
         "TIFFTAG_SOFTWARE": f"s2watch {__version__}",
         "S2WATCH_VERSION": __version__,
-        "S2WATCH_SOURCE": result.source,
-        "S2WATCH_BEFORE": result.before,
-        "S2WATCH_AFTER": result.after,
+        "S2WATCH_SOURCE": source,
+        "S2WATCH_BEFORE": before,
+        "S2WATCH_AFTER": after,
         "S2WATCH_AOI_ID": aoi.id,
         "S2WATCH_AOI_NAME": aoi.name,
         "S2WATCH_AOI_DIGEST": aoi.digest,
     }
+
+
+def _make_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output folder {out}: {exc.strerror or exc}; choose a writable --out folder") from exc
+
+
+class MagnitudeInAdvance:
+    """Writes ``change_magnitude.tif`` on a second thread while the detection goes on.
+
+    The magnitude is final before the objects are extracted, and extracting them keeps one core
+    busy: handed over then (``detect(..., on_magnitude=early)``), the COG is encoded on the other
+    core meanwhile, and :func:`write_outputs` (``early=early``) only moves it into place. Until
+    then it is a hidden staging file in ``out_dir``, removed when the ``with`` block is left
+    without :func:`write_outputs` having taken it (the detection failed), so the folder never
+    holds a new magnitude beside the objects of an older run.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The folder :func:`write_outputs` will write (created on the handover if needed).
+
+    Examples
+    --------
+    >>> with MagnitudeInAdvance(out) as early:  # doctest: +SKIP
+    ...     result = detect(aoi, source, before=before, after=after, on_magnitude=early)
+    ...     write_outputs(result, out, early=early)
+
+    Notes
+    -----
+    The file is the one :func:`write_outputs` writes otherwise, byte for byte: the same array and
+    the same tags. :meth:`take` checks both against the result and, when they differ (another
+    result written), drops the staged file and lets :func:`write_outputs` write its own.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out = Path(out_dir)
+        self._pool: ThreadPoolExecutor | None = None
+        self._job: Future | None = None
+        self._staged: Path | None = None
+        self._key: tuple | None = None
+
+    def __call__(self, magnitude: np.ndarray, *, grid, aoi, source: str, before: str, after: str) -> None:
+        if self._job is not None:
+            raise OutputError("MagnitudeInAdvance takes one magnitude; use one per detection")
+        if self._pool is None:
+            raise OutputError("use MagnitudeInAdvance as a context manager (`with MagnitudeInAdvance(out) as early:`)")
+        _make_dir(self.out)
+        tags = _tags(aoi=aoi, source=source, before=before, after=after)
+        fd, tmp = tempfile.mkstemp(prefix=".change_magnitude.tif.", suffix=".early.tif", dir=self.out)
+        os.close(fd)
+        self._staged = Path(tmp)
+        self._staged.unlink()  # GDAL creates it
+        self._key = (magnitude, grid, tags)
+        self._job = self._pool.submit(write_magnitude_cog, magnitude, grid, self._staged, tags=tags, threads=1)
+        log.debug("writing the magnitude in advance to %s", self._staged)
+
+    def take(self, result) -> Path | None:
+        """The staged COG of ``result``'s magnitude once written (re-raising its error), or None
+        when none was handed over or it was not ``result``'s; the caller moves it into place."""
+        if self._job is None:
+            return None
+        path = self._job.result()
+        magnitude, grid, tags = self._key
+        if result.magnitude is not magnitude or result.grid != grid or _provenance(result) != tags:
+            log.debug("the magnitude written in advance is not this result's; writing it again")
+            self._discard()
+            return None
+        self._job, self._key = None, None
+        return path
+
+    def _discard(self) -> None:
+        self._job, self._key = None, None
+        if self._staged is not None:
+            self._staged.unlink(missing_ok=True)
+
+    def __enter__(self) -> "MagnitudeInAdvance":
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2watch-early-cog")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._job is not None:
+                self._job.exception()  # wait for it, whatever happened; its file goes below
+        finally:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            self._discard()
 
 
 def write_outputs(
@@ -98,6 +193,7 @@ def write_outputs(
     rgb: bool = False,
     history: dict | None = None,
     extra_manifest: dict | None = None,
+    early: MagnitudeInAdvance | None = None,
 ) -> dict[str, Path]:
     """Write every output of a detection into ``out_dir``.
 
@@ -116,6 +212,9 @@ def write_outputs(
         "confidence", "area_m2"}, ...]}``; may also hold ``"series"`` (merged with ``result.series``).
     extra_manifest : dict, optional
         Extra top-level keys for ``manifest.json`` (must not reuse its own keys).
+    early : MagnitudeInAdvance, optional
+        Where ``change_magnitude.tif`` of ``result`` is being written already (see there); it is
+        moved into ``out_dir`` instead of being written again.
 
     Returns
     -------
@@ -143,10 +242,9 @@ def write_outputs(
     if rgb and not all(b in result.composite_bands for b in TRUE_COLOUR):
         raise OutputError(f"rgb=True needs bands {', '.join(TRUE_COLOUR)} in composite_bands, got {', '.join(result.composite_bands)}")
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create output folder {out}: {exc.strerror or exc}; choose a writable --out folder") from exc
+    _make_dir(out)
+    if early is not None and early.out.resolve() != out.resolve():
+        raise OutputError(f"the magnitude was written in advance to {early.out}, not to {out}; give write_outputs the same folder")
 
     t0 = time.perf_counter()
     epsg = result.grid.epsg
@@ -156,9 +254,17 @@ def write_outputs(
         for stale in ("before_rgb.tif", "after_rgb.tif"):
             (out / stale).unlink(missing_ok=True)
 
+    def magnitude() -> Path:
+        path = out / "change_magnitude.tif"
+        staged = early.take(result) if early is not None else None
+        if staged is None:
+            return write_magnitude_cog(result.magnitude, result.grid, path, tags=tags)
+        os.replace(staged, path)
+        return path
+
     def rasters() -> list[Path]:
         paths = list(write_class_cog(result.class_map, result.grid, out / "change_class.tif", tags=tags))
-        paths.append(write_magnitude_cog(result.magnitude, result.grid, out / "change_magnitude.tif", tags=tags))
+        paths.append(magnitude())
         if rgb:
             for which in ("before", "after"):
                 paths.append(

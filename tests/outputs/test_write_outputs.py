@@ -11,7 +11,7 @@ import pytest
 
 import pipeline
 from pipeline.errors import ConfigError, OutputError, UsageError
-from pipeline.outputs import OUTPUT_FILES, write_outputs
+from pipeline.outputs import OUTPUT_FILES, MagnitudeInAdvance, write_outputs
 
 from .conftest import make_result
 
@@ -142,3 +142,69 @@ def test_rewrite_without_rgb_drops_stale_rgb_files(tmp_path, result):
     write_outputs(result, tmp_path, rgb=True)
     paths = write_outputs(result, tmp_path, rgb=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(paths) == sorted(OUTPUT_FILES)
+
+
+def _hand_over(early, result) -> None:
+    """What ``detect(..., on_magnitude=early)`` does once the magnitude is final."""
+    early(result.magnitude, grid=result.grid, aoi=result.aoi, source=result.source, before=result.before, after=result.after)
+
+
+def test_magnitude_written_in_advance_gives_the_same_files(tmp_path, result, monkeypatch):
+    import threading
+
+    import pipeline.outputs as outputs
+
+    ref = write_outputs(result, tmp_path / "ref")
+    calls = []
+    write = outputs.write_magnitude_cog
+
+    def spy(magnitude, grid, path, **kw):
+        calls.append((path.name, threading.current_thread().name))
+        return write(magnitude, grid, path, **kw)
+
+    monkeypatch.setattr(outputs, "write_magnitude_cog", spy)
+    out = tmp_path / "early"
+    with MagnitudeInAdvance(out) as early:
+        _hand_over(early, result)
+        paths = write_outputs(result, out, early=early)
+    # written once, on the handover's thread, to a hidden staging file, then moved into place
+    assert len(calls) == 1 and calls[0][0].startswith(".change_magnitude.tif.") and "early" in calls[0][1]
+    assert sorted(p.name for p in out.iterdir()) == sorted(paths) == sorted(ref)  # nothing staged is left
+    for name in ref:
+        if name != "manifest.json":
+            assert _sha(paths[name]) == _sha(ref[name]), name
+    m = json.loads(paths["manifest.json"].read_text())
+    assert m["outputs"]["change_magnitude.tif"]["sha256"] == _sha(ref["change_magnitude.tif"])
+
+
+def test_magnitude_staged_for_a_failed_detection_leaves_the_folder_as_it_was(tmp_path, result):
+    write_outputs(result, tmp_path)  # an earlier run's outputs
+    was = {p.name: _sha(p) for p in tmp_path.iterdir()}
+    newer = dataclasses.replace(result, magnitude=result.magnitude * 2)
+    with pytest.raises(RuntimeError, match="objects failed"):
+        with MagnitudeInAdvance(tmp_path) as early:
+            _hand_over(early, newer)
+            raise RuntimeError("objects failed")  # the detection dies after the handover
+    assert {p.name: _sha(p) for p in tmp_path.iterdir()} == was
+
+
+def test_magnitude_in_advance_of_another_result_is_written_again(tmp_path, result):
+    other = dataclasses.replace(result, magnitude=result.magnitude + 1)
+    ref = write_outputs(result, tmp_path / "ref")
+    with MagnitudeInAdvance(tmp_path / "a") as early:
+        _hand_over(early, other)
+        paths = write_outputs(result, tmp_path / "a", early=early)
+    assert _sha(paths["change_magnitude.tif"]) == _sha(ref["change_magnitude.tif"])
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]
+
+
+def test_magnitude_in_advance_misuse_is_refused(tmp_path, result):
+    with pytest.raises(OutputError, match="context manager"):
+        _hand_over(MagnitudeInAdvance(tmp_path), result)
+    with MagnitudeInAdvance(tmp_path / "a") as early:
+        _hand_over(early, result)
+        with pytest.raises(OutputError, match="one magnitude"):
+            _hand_over(early, result)
+        with pytest.raises(OutputError, match="same folder"):
+            write_outputs(result, tmp_path / "b", early=early)
+    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").iterdir())
