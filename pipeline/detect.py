@@ -32,7 +32,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -51,7 +51,7 @@ from .scene import SceneStack
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DetectParams", "MAGNITUDES", "MAGNITUDE_BANDS", "CONTEXTS", "Reference", "detect", "detect_stacks", "prepare_reference", "aoi_mask"]
+__all__ = ["DetectParams", "MAGNITUDES", "MAGNITUDE_BANDS", "CONTEXTS", "Reference", "detect", "detect_stacks", "search_windows", "prepare_reference", "aoi_mask"]
 
 DEFAULT_BANDS = ("B02", "B03", "B04", "B08", "B8A", "B11", "B12")
 """Bands read and composited: the report needs B02 B03 B04 B8A B11 B12, the indices B08."""
@@ -722,6 +722,7 @@ def detect(
     after: tuple[date, date],
     params: DetectParams | None = None,
     stack: SceneStack | None = None,
+    acquisitions: "tuple[Sequence, Sequence] | None" = None,
     on_magnitude: Callable[..., object] | None = None,
 ) -> DetectionResult:
     """Detect change over ``aoi`` between the ``before`` and ``after`` windows.
@@ -736,6 +737,8 @@ def detect(
     params : DetectParams or None
     stack : SceneStack or None
         Acquisitions already read (covering both windows), e.g. from a monitoring run.
+    acquisitions : (before, after) sequences of Acquisition, optional
+        The windows' acquisitions, already searched (:func:`search_windows`); default: searched here.
     on_magnitude : callable, optional
         Called once the change magnitude is final, before the objects are extracted, as
         ``on_magnitude(magnitude, grid=, aoi=, source=, before=, after=)`` (the result's own
@@ -761,14 +764,14 @@ def detect(
         b_stack, a_stack = stack.between(*before), stack.between(*after)
     else:
         grid = aoi.grid()
-        found = []
-        for wname, win in (("before", before), ("after", after)):
+        if acquisitions is None:
             with timer("search"):
-                acqs = source.search(aoi, win[0], win[1], max_cloud=params.max_cloud)
-            log.info("%s window %s: %d acquisitions found", wname, _window_str(win), len(acqs))
-            if not acqs:
-                raise _no_data(wname, win, None, 0)
-            found.append(acqs)
+                found = search_windows(aoi, source, before, after, params=params)
+        else:
+            found = [list(a) for a in acquisitions]
+            for wname, win, acqs in zip(("before", "after"), (before, after), found):
+                if not acqs:
+                    raise _no_data(wname, win, None, 0)
         result, _ = _read_and_detect(
             aoi, source, found[0], found[1], grid=grid, params=params, windows=(before, after), source_name=name, timer=timer,
             on_magnitude=on_magnitude,
@@ -778,6 +781,26 @@ def detect(
         aoi, b_stack, a_stack, params=params, source_name=name, windows=(before, after), _timer=timer,
         on_magnitude=on_magnitude,
     )
+
+
+def search_windows(aoi: AOI, source, before: tuple[date, date], after: tuple[date, date], *, params: DetectParams | None = None) -> tuple[list, list]:
+    """The acquisitions ``source`` finds over ``aoi`` in the ``before`` and ``after`` windows
+    (cloud cover up to ``params.max_cloud``).
+
+    Raises
+    ------
+    NoDataError
+        A window has no acquisition (naming the window and what to do).
+    """
+    params = params or DetectParams()
+    found = []
+    for wname, win in (("before", _check_window("before", before)), ("after", _check_window("after", after))):
+        acqs = source.search(aoi, win[0], win[1], max_cloud=params.max_cloud)
+        log.info("%s window %s: %d acquisitions found", wname, _window_str(win), len(acqs))
+        if not acqs:
+            raise _no_data(wname, win, None, 0)
+        found.append(list(acqs))
+    return found[0], found[1]
 
 
 def _read_and_detect(

@@ -45,6 +45,25 @@ def test_detect_with_unknown_aoi_exits_2(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_detect_searches_with_the_max_cloud_asked_for(tmp_path):
+    """--max-cloud reaches the search: the scenes above it are neither counted nor read."""
+    import json
+
+    from pipeline.cli.main import main
+
+    args = ["detect", "maaten-al-sarra", "--source", "simulated", "--before", "2024-03-01/2024-05-31",
+            "--after", "2025-05-01/2025-07-31"]
+    counts = {}
+    for mc in ("80", "10"):
+        out = tmp_path / mc
+        assert main([*args, "--max-cloud", mc, "--out", str(out)]) == 0
+        m = json.loads((out / "manifest.json").read_text())
+        assert m["parameters"]["max_cloud"] == float(mc)
+        assert all(a["cloud_cover"] < float(mc) for a in m["acquisitions"])
+        counts[mc] = len(m["acquisitions"])
+    assert counts["10"] < counts["80"]
+
+
 def test_unknown_source_lists_valid_ones():
     with pytest.raises(UsageError) as ei:
         get_source("landsat-99")

@@ -15,7 +15,7 @@ from pipeline.detect import DetectParams, detect
 from pipeline.errors import UsageError
 from pipeline.sources import get_source
 from pipeline.outputs.cog import reflectance_dn
-from pipeline.tiled import AUTO_TILE_MPX, TILE_PX, DiskComposite, detect_tiled, plan_tiles, tile_size
+from pipeline.tiled import AUTO_TILE_MPX, TILE_PX, DiskComposite, detect_tiled, memory_budget, peak_memory, plan_tiles, tile_size
 
 AOI = "maaten-al-sarra"
 BEFORE = (date(2024, 3, 1), date(2024, 4, 10))
@@ -82,6 +82,54 @@ def test_tile_size_tiles_large_grids_and_honours_the_choice():
         tile_size((big, big), 0, distributed=True)
     with pytest.raises(UsageError, match="must be >= 0"):
         tile_size((1000, 1000), -5)
+
+
+def test_long_windows_are_detected_in_tiles_that_fit_the_memory_budget(monkeypatch, caplog):
+    """One pass holds every acquisition of a window: a year of them over a 20 x 20 km AOI would
+    take ~20 GiB, so the AOI is tiled, with the largest tile (a multiple of 256 px) that fits."""
+    monkeypatch.delenv("S2WATCH_MEMORY_GB", raising=False)
+    shape = (2000, 2000)
+    budget = memory_budget()
+    assert tile_size(shape, dates=1) is None and peak_memory(shape, 1) <= budget
+    assert peak_memory(shape, 70) > budget
+    sizes = [tile_size(shape, dates=n) for n in (40, 70, 140)]
+    assert all(s is not None and s % 256 == 0 and s <= TILE_PX for s in sizes), sizes
+    assert sizes[0] >= sizes[1] >= sizes[2] and sizes[0] > sizes[2]
+    for n, s in zip((40, 70, 140), sizes):
+        assert peak_memory(shape, n, tile_px=s) <= budget < peak_memory(shape, n, tile_px=s + 256)
+    # the budget: argument, then environment
+    assert tile_size(shape, dates=40, memory_gb=64) is None
+    monkeypatch.setenv("S2WATCH_MEMORY_GB", "64")
+    assert tile_size(shape, dates=40) is None
+    monkeypatch.setenv("S2WATCH_MEMORY_GB", "lots")
+    with pytest.raises(UsageError, match="S2WATCH_MEMORY_GB"):
+        tile_size(shape, dates=20)
+    monkeypatch.delenv("S2WATCH_MEMORY_GB")
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(UsageError, match="--memory-gb"):
+            tile_size(shape, dates=20, memory_gb=bad)
+    # a size asked for is honoured; a budget no tile fits gets the smallest tile and a warning
+    assert tile_size(shape, 1024, dates=500) == 1024
+    with caplog.at_level("WARNING", logger="pipeline.tiled"):
+        assert tile_size(shape, dates=500, memory_gb=0.5) == 256
+    assert "raise --memory-gb" in caplog.text
+
+
+def test_cli_tiles_when_the_windows_would_exceed_the_memory_budget(tmp_path, capsys):
+    """The dry run says how the detection will run; a budget the one pass exceeds tiles it."""
+    args = ["detect", AOI, "--source", "simulated", "--before", "2024-03-01/2024-04-10", "--after", "2025-05-01/2025-06-10"]
+    assert main([*args, "--out", str(tmp_path / "dry"), "--dry-run"]) == 0
+    assert "detection: one pass" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "dry"), "--dry-run", "--memory-gb", "0.6"]) == 0
+    assert "detection: tiles of 256 px" in capsys.readouterr().out
+    assert not (tmp_path / "dry").exists()
+    out = tmp_path / "o"
+    assert main([*args, "--out", str(out), "--memory-gb", "0.6"]) == 0
+    tiling = json.loads((out / "manifest.json").read_text())["parameters"]["tiling"]
+    assert tiling["tile_px"] == 256 and tiling["n_tiles"] == len(plan_tiles((973, 710), 256)) == 12
+    assert json.loads((out / "changes.geojson").read_text())["features"]
+    assert main([*args, "--out", str(tmp_path / "x"), "--memory-gb", "0"]) == 2
+    assert "--memory-gb" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,18 @@ def register(sub) -> None:
         default=None,
         metavar="N",
         help="detect tile by tile, cores of N x N px with a halo (bounded memory; see pipeline.tiled). Default: "
-        "tiles of 2048 px when the AOI grid exceeds 40 Mpx or with --executor dask, else one pass; 0 = never tile",
+        "tiles of 2048 px when the AOI grid exceeds 40 Mpx or with --executor dask, smaller ones when long windows would "
+        "exceed --memory-gb, else one pass; 0 = never tile",
     )
     p.add_argument("--halo-px", type=int, default=128, metavar="N", help="halo read around each tile, px")
+    p.add_argument(
+        "--memory-gb",
+        type=float,
+        default=None,
+        metavar="GIB",
+        help="memory budget: without --tile-px, an AOI whose windows hold so many acquisitions that one pass would "
+        "exceed it is detected in smaller tiles (default: $S2WATCH_MEMORY_GB, else 6)",
+    )
     p.add_argument(
         "--max-area-km2",
         type=float,
@@ -65,28 +74,45 @@ def run(args) -> int:
     aoi = load_aoi(args.aoi, max_area_km2=args.max_area_km2)
     source_name = args.source or "simulated"
     source = get_source(source_name, **source_options(args))
-    if args.dry_run:
-        return _dry_run(aoi, source, before, after, args)
-
-    from ..detect import DetectParams, detect
+    from ..detect import DetectParams, detect, search_windows
     from ..outputs import MagnitudeInAdvance, write_outputs
 
     from .. import tiled
 
-    params = DetectParams() if args.threshold is None else DetectParams(threshold=args.threshold)
-    tile_px = _tile_size(aoi, args)
+    overrides = {k: v for k, v in (("threshold", args.threshold), ("max_cloud", args.max_cloud)) if v is not None}
+    params = DetectParams(**overrides)
+    if args.dry_run:
+        return _dry_run(aoi, source, before, after, args, params)
+    if args.scheduler and args.executor != "dask":
+        raise UsageError("--scheduler needs --executor dask")
+    # bad tiling options and budgets are refused before anything is searched
+    tiled.tile_size(aoi.grid().shape, args.tile_px, distributed=args.executor == "dask", memory_gb=args.memory_gb)
     log.info("detect %s: before %s/%s after %s/%s from %s", aoi.id, *before, *after, source_name)
+    acqs = search_windows(aoi, source, before, after, params=params)
+    dates = max(len(a) for a in acqs)
+    tile_px = tiled.tile_size(
+        aoi.grid().shape, args.tile_px, distributed=args.executor == "dask", dates=dates, memory_gb=args.memory_gb,
+        halo_px=args.halo_px,
+    )
     if tile_px is None:
         # change_magnitude.tif is encoded on a second thread while the objects are extracted
         with MagnitudeInAdvance(args.out) as early:
-            result = detect(aoi, source, before=before, after=after, params=params, on_magnitude=early)
+            result = detect(aoi, source, before=before, after=after, params=params, acquisitions=acqs, on_magnitude=early)
             paths = write_outputs(result, Path(args.out), rgb=args.rgb, early=early)
     else:
         from ..runs.executor import get_executor
 
-        halo = args.halo_px
+        if args.tile_px is None:
+            log.info(
+                "%s: %d x %d px with up to %d acquisitions per window: tiles of %d px (expected peak %.1f GiB)",
+                aoi.id, *aoi.grid().shape, dates, tile_px,
+                tiled.peak_memory(aoi.grid().shape, dates, tile_px=tile_px, halo_px=args.halo_px) / 2**30,
+            )
         with get_executor(args.executor, scheduler=args.scheduler) as ex:
-            result = tiled.detect_tiled(aoi, source, before=before, after=after, params=params, tile_px=tile_px, halo_px=halo, executor=ex)
+            result = tiled.detect_tiled(
+                aoi, source, before=before, after=after, params=params, tile_px=tile_px, halo_px=args.halo_px,
+                executor=ex, acquisitions=acqs,
+            )
         paths = write_outputs(result, Path(args.out), rgb=args.rgb)
     counts: dict[str, int] = {}
     for o in result.objects:
@@ -97,19 +123,22 @@ def run(args) -> int:
     return 0
 
 
-def _tile_size(aoi, args) -> int | None:
-    """Core size of the tiles, or None for one pass (see ``--tile-px``)."""
+def _dry_run(aoi, source, before, after, args, params) -> int:
     from .. import tiled
 
-    if args.scheduler and args.executor != "dask":
-        raise UsageError("--scheduler needs --executor dask")
-    return tiled.tile_size(aoi.grid().shape, args.tile_px, distributed=args.executor == "dask")
-
-
-def _dry_run(aoi, source, before, after, args) -> int:
-    acq_b = source.search(aoi, *before, max_cloud=args.max_cloud)
-    acq_a = source.search(aoi, *after, max_cloud=args.max_cloud)
-    print(f"{aoi.id}: {len(acq_b)} acquisitions before, {len(acq_a)} after; grid {aoi.grid().shape} px")
+    acq_b = source.search(aoi, *before, max_cloud=params.max_cloud)
+    acq_a = source.search(aoi, *after, max_cloud=params.max_cloud)
+    shape = aoi.grid().shape
+    print(f"{aoi.id}: {len(acq_b)} acquisitions before, {len(acq_a)} after; grid {shape} px")
+    if acq_b and acq_a:
+        dates = max(len(acq_b), len(acq_a))
+        tile_px = tiled.tile_size(
+            shape, args.tile_px, distributed=args.executor == "dask", dates=dates, memory_gb=args.memory_gb,
+            halo_px=args.halo_px,
+        )
+        how = "one pass" if tile_px is None else f"tiles of {tile_px} px"
+        peak = tiled.peak_memory(shape, dates, tile_px=tile_px, halo_px=args.halo_px) / 2**30
+        print(f"detection: {how}, expected peak memory {peak:.1f} GiB")
     est = getattr(source, "estimate_pu", None)
     if est is not None:
         print(f"estimated processing units: {est(aoi, acq_b + acq_a):.3f}")
