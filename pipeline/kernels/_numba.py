@@ -977,6 +977,84 @@ def binary_closing_sparse(mask, dy, dx, r, out):
                 out[i, j] = False
 
 
+@njit(inline="always", **SERIAL)
+def _find(parent, x):
+    """Root of ``x`` (the smallest label of its set), halving the path on the way."""
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+@njit(inline="always", **SERIAL)
+def _join(parent, a, b):
+    """Union of the sets of labels ``a`` (0: none yet) and ``b``; returns the root, which stays
+    the smaller label."""
+    rb = _find(parent, b)
+    if a == 0:
+        return rb
+    ra = _find(parent, a)
+    if ra < rb:
+        parent[rb] = ra
+        return ra
+    if rb < ra:
+        parent[ra] = rb
+    return rb
+
+
+@njit(**SERIAL)
+def label_sparse(mask, eight, out):
+    """Connected regions of the (H, W) bool ``mask`` into int32 ``out`` (0 background), numbered
+    1..n in raster order of their first pixel, as ``scipy.ndimage.label`` numbers them; returns n.
+
+    One raster pass gives each set pixel the label of its already-seen neighbours (west; north;
+    with ``eight`` also north-west and north-east), joining their sets in a union-find whose roots
+    are the smallest label of each set, i.e. that of the set's first pixel; a second pass writes
+    the roots' final numbers. Work is a byte test per pixel and a few steps per set pixel."""
+    H, W = mask.shape
+    n_set = 0
+    for i in range(H):
+        for j in range(W):
+            if mask[i, j]:
+                n_set += 1
+    parent = np.empty(n_set + 1, np.int32)
+    parent[0] = 0
+    nl = 0
+    for i in range(H):
+        for j in range(W):
+            if not mask[i, j]:
+                continue
+            lab = 0
+            if j > 0 and mask[i, j - 1]:
+                lab = out[i, j - 1]
+            if i > 0:
+                if mask[i - 1, j]:
+                    lab = _join(parent, lab, out[i - 1, j])
+                elif eight:  # north unset: its west and east neighbours may be two regions
+                    if j > 0 and mask[i - 1, j - 1]:
+                        lab = _join(parent, lab, out[i - 1, j - 1])
+                    if j + 1 < W and mask[i - 1, j + 1]:
+                        lab = _join(parent, lab, out[i - 1, j + 1])
+            if lab == 0:
+                nl += 1
+                parent[nl] = nl
+                lab = nl
+            out[i, j] = lab
+    final = np.zeros(nl + 1, np.int32)
+    n = 0
+    for lab in range(1, nl + 1):
+        root = _find(parent, lab)
+        if root == lab:
+            n += 1
+            final[lab] = n
+        else:
+            final[lab] = final[root]
+    for i in range(H):
+        for j in range(W):
+            out[i, j] = final[out[i, j]] if mask[i, j] else 0
+    return n
+
+
 @njit(**SERIAL)
 def binary_dilation_sparse(mask, dy, dx, out):
     """``out`` = ``scipy.ndimage.binary_dilation(mask, structure)`` for a symmetric structuring

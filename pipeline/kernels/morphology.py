@@ -4,7 +4,8 @@ A change mask sets a few percent of the grid. :func:`binary_closing` and :func:`
 give exactly what ``scipy.ndimage`` gives for a disc (:func:`skimage.morphology.disk`), but work in
 proportion to the set pixels (:mod:`._numba`): a dilation is scattered from the set pixels, an
 erosion tested only where it can change something. On a 4096 x 4096 mask with 12 % set: closing
-(radius 2) 0.13 s against 0.42 s, opening (radius 1) 0.03 s against 0.18 s.
+(radius 2) 0.13 s against 0.42 s, opening (radius 1) 0.03 s against 0.18 s. :func:`label` gives
+``scipy.ndimage.label``'s labels with a union-find over the set pixels.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from ..errors import UsageError
 from . import _numba
 
-__all__ = ["binary_closing", "binary_opening", "binary_dilation"]
+__all__ = ["binary_closing", "binary_opening", "binary_dilation", "label"]
 
 
 def _disc_offsets(radius_px: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,3 +93,30 @@ def binary_dilation(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     out = np.empty_like(mask)
     _numba.binary_dilation_sparse(mask, dy, dx, out)
     return out
+
+
+def label(mask: np.ndarray, *, connectivity: int = 2) -> tuple[np.ndarray, int]:
+    """The connected regions of a (H, W) bool mask: ``scipy.ndimage.label(mask, structure=
+    generate_binary_structure(2, connectivity), output=np.int32)``, same labels, numbered 1..n in
+    raster order of their first pixel.
+
+    One pass over the mask and a union-find over its set pixels (:func:`._numba.label_sparse`),
+    serial: on the 4096^2 change mask of the speed benchmark, 10x faster than scipy's.
+
+    Parameters
+    ----------
+    mask : (H, W) bool
+    connectivity : {1, 2}, keyword-only
+        1: edge neighbours join; 2 (default): diagonal neighbours too.
+
+    Returns
+    -------
+    labels : (H, W) int32
+    n : int
+    """
+    mask = _check(mask, 0)
+    if connectivity not in (1, 2):
+        raise UsageError(f"connectivity must be 1 or 2, got {connectivity!r}")
+    out = np.empty(mask.shape, np.int32)
+    n = _numba.label_sparse(np.ascontiguousarray(mask), connectivity == 2, out)
+    return out, int(n)

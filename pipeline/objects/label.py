@@ -27,7 +27,7 @@ from scipy import ndimage
 from skimage import measure
 
 from ..errors import UsageError
-from ..kernels.morphology import binary_closing, binary_opening
+from ..kernels.morphology import binary_closing, binary_opening, label
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ def clean_labels(
     Notes
     -----
     Memory: the labels and two (H, W) bool temporaries, two more (padded) with the closing. One
-    ``scipy.ndimage.label`` serves both the size filter and the labels, instead of a labelling
-    inside the filter and another after it.
+    labelling (:func:`pipeline.kernels.morphology.label`, ``scipy.ndimage.label``'s labels) serves
+    both the size filter and the labels, instead of a labelling inside the filter and another after it.
     """
     mask = _check_2d("mask", mask)
     if mask.dtype != bool:
@@ -110,7 +110,7 @@ def clean_labels(
         mask = binary_closing(mask, radius_px=int(closing_radius_px))
     if opening_radius_px > 0:
         mask = binary_opening(mask, radius_px=int(opening_radius_px))
-    labels, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(2, connectivity), output=np.int32)
+    labels, n = label(mask, connectivity=connectivity)
     if min_pixels > 1 and n:
         keep = label_sizes(labels, n) >= min_pixels
         keep[0] = False

@@ -362,6 +362,7 @@ class _StacReader:
                 jobs.append((rec["assets"]["SCL"], "nearest", "uint8", lscl))
             with ThreadPoolExecutor(max_workers=max(1, min(self.max_threads, len(jobs)))) as pool:
                 futures = [pool.submit(self._read_band, href, grid, rs, dt, o) for href, rs, dt, o in jobs]
+                _warm_up_dn_valid()  # numba's first dispatch, here while GDAL decodes
                 for f in futures:
                     f.result()
             shift = int(rec["offset"]) - int(acq.offset)
@@ -385,6 +386,22 @@ class _StacReader:
 
     def _read_band(self, href: str, grid: Grid, resampling: str, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
         return read_to_grid(self._sign(href), grid, resampling=resampling, dtype=dtype, policy=self.retry, out=out)
+
+
+_dn_valid_ready = False
+
+
+def _warm_up_dn_valid() -> None:
+    """Call ``dn_valid`` once on a pixel of the same types as the reads' (3-D uint16, 2-D bool):
+    the first call in a process loads the cached kernel and starts numba's threads (about
+    0.15 s), which the first read then spends while its bands decode instead of after."""
+    global _dn_valid_ready
+    if _dn_valid_ready:
+        return
+    from ..kernels import _numba as K
+
+    K.dn_valid(np.ones((1, 1, 1), np.uint16), np.zeros((1, 1), bool), True)
+    _dn_valid_ready = True
 
 
 class LocalStacSource(_StacReader):

@@ -53,3 +53,36 @@ def test_dilation_equals_scipy_for_symmetric_structures():
             np.testing.assert_array_equal(binary_dilation(mask, se), ndimage.binary_dilation(mask, structure=se))
     with pytest.raises(UsageError, match="symmetric"):
         binary_dilation(np.zeros((4, 4), bool), np.array([[1, 1, 0]], bool))
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_label_equals_scipy_labels_and_numbering(connectivity):
+    """Same labels, numbered alike (raster order of each region's first pixel), on random masks
+    of every density, thin shapes that only join late (a U, a spiral, a checkerboard) and edges."""
+    from pipeline.kernels.morphology import label
+
+    structure = ndimage.generate_binary_structure(2, connectivity)
+    rng = np.random.default_rng(connectivity)
+    masks = [rng.random(rng.integers(1, 80, 2)) < rng.uniform(0.0, 0.9) for _ in range(60)]
+    u = np.zeros((9, 9), bool)
+    u[1:8, 1] = u[1:8, 7] = u[7, 1:8] = True  # two arms meet only at the bottom
+    spiral = np.zeros((15, 15), bool)
+    r0, r1, c0, c1 = 0, 14, 0, 14
+    while r0 <= r1 and c0 <= c1:
+        spiral[r0, c0 : c1 + 1] = spiral[r0 : r1 + 1, c1] = True
+        spiral[r1, c0 + 2 : c1 + 1] = True
+        spiral[r0 + 2 : r1 + 1, c0] = True
+        r0, r1, c0, c1 = r0 + 2, r1 - 2, c0 + 2, c1 - 2
+    checker = np.indices((31, 33)).sum(axis=0) % 2 == 0
+    anti = np.fliplr(np.eye(12, dtype=bool))  # diagonal chain running up to the right
+    masks += [u, spiral, checker, anti, np.ones((5, 7), bool), np.zeros((6, 4), bool), np.ones((1, 1), bool)]
+    for mask in masks:
+        want, n_want = ndimage.label(mask, structure=structure, output=np.int32)
+        got, n = label(mask, connectivity=connectivity)
+        assert got.dtype == np.int32 and n == n_want
+        np.testing.assert_array_equal(got, want)
+    assert label(checker, connectivity=connectivity)[1] == (1 if connectivity == 2 else int(checker.sum()))
+    with pytest.raises(UsageError, match="connectivity"):
+        label(u, connectivity=3)
+    with pytest.raises(UsageError, match="bool"):
+        label(u.astype(np.uint8))
