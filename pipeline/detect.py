@@ -370,10 +370,17 @@ class _Window:
     clear: np.ndarray  # (T, H, W) bool from the first mask pass
 
 
-def _prepare(name: str, stack: SceneStack, params: DetectParams, inside: np.ndarray, timer: _Timer) -> _Window:
-    """Harmonise and mask one window; drop acquisitions too cloudy."""
+def _harmonise(stack: SceneStack, params: DetectParams, timer: _Timer):
     with timer("harmonise"):
-        h = harmonise(stack, bands=params.bands)
+        return harmonise(stack, bands=params.bands)
+
+
+def _prepare(
+    name: str, stack: SceneStack, params: DetectParams, inside: np.ndarray, timer: _Timer, harmonised=None
+) -> _Window:
+    """Harmonise (unless ``harmonised`` is given: then ``stack`` may be :func:`_without_data`)
+    and mask one window; drop acquisitions too cloudy."""
+    h = harmonised if harmonised is not None else _harmonise(stack, params, timer)
     with timer("masks"):
         m = mask_stack(h.reflectance, h.bands, scl=stack.scl, aoi_mask=inside, method=params.mask_method, params=params.mask)
     refl = h.reflectance
@@ -667,10 +674,12 @@ def _inside(aoi: AOI, grid: Grid) -> np.ndarray:
     return inside
 
 
-def _prepare_reference(stack: SceneStack, params: DetectParams, window, timer: _Timer, inside: np.ndarray) -> Reference:
+def _prepare_reference(
+    stack: SceneStack, params: DetectParams, window, timer: _Timer, inside: np.ndarray, harmonised=None
+) -> Reference:
     if len(stack) == 0:
         raise _no_data("before", window, None, 0)
-    bw = _prepare("before", stack, params, inside, timer)
+    bw = _prepare("before", stack, params, inside, timer, harmonised)
     if not bw.used:
         raise _no_data("before", window, bw, len(stack))
     coreg = None
@@ -823,20 +832,23 @@ def _read_and_detect(
     (prepared earlier for the same acquisitions, grid and parameters) is used without reading the
     before window. Returns the result and the detached reference, for reuse."""
     timer = timer or _Timer()
+    # each window's DN (B x 2 bytes per pixel and date) are freed as soon as they are harmonised,
+    # before the masks and the rest of the window's preparation need memory
     if reference is None:
         with timer("read"):
             b_stack = source.read(aoi, before_acqs, grid=grid, bands=params.bands)
-        reference = _prepare_reference(b_stack, params, windows[0], timer, _inside(aoi, grid)).detached()
-        del b_stack
+        hb = _harmonise(b_stack, params, timer) if len(b_stack) else None
+        b_stack = _without_data(b_stack)
+        reference = _prepare_reference(b_stack, params, windows[0], timer, _inside(aoi, grid), hb).detached()
+        del b_stack, hb
     with timer("read"):
         a_stack = source.read(aoi, after_acqs, grid=grid, bands=params.bands)
     aw = None
     if len(a_stack):
-        # the after window is prepared here so that its DN (B x 2 bytes per pixel and date) are
-        # freed once harmonised, as the before window's are, instead of living to the end
-        aw = _prepare("after", a_stack, params, reference.inside, timer)
-        aw.stack = _without_data(a_stack)
-        a_stack = aw.stack
+        ha = _harmonise(a_stack, params, timer)
+        a_stack = _without_data(a_stack)
+        aw = _prepare("after", a_stack, params, reference.inside, timer, ha)
+        del ha
     result = detect_stacks(
         aoi, None, a_stack, params=params, source_name=source_name, windows=windows, reference=reference, _timer=timer,
         _after=aw, on_magnitude=on_magnitude,

@@ -18,7 +18,7 @@ The tiles are merged by their cores:
   and co-registration shifts are in ``parameters["tiling"]["tiles"]``.
 
 Memory: one tile's detection (about 1.1 GB for the default 2304 x 2304 px tile with halo, seven
-bands and one acquisition per window; each acquisition more adds about 60 bytes per pixel) plus the
+bands and one acquisition per window; each acquisition more adds about 45 bytes per pixel) plus the
 merged class map and magnitude (5 bytes per AOI pixel). :func:`tile_size` picks a smaller tile when
 long windows would take the detection over the memory budget (:func:`peak_memory`). With the dask executor
 the tiles run on the workers; results come back one by one as they finish.
@@ -106,13 +106,14 @@ window of acquisitions whose one-pass detection :func:`peak_memory` expects abov
 # Peak resident memory of one detection, measured with the simulated source and local COGs
 # (`/usr/bin/time -f %M s2watch detect ...`) and rounded up: a fixed part (the interpreter, its
 # libraries and numba's kernels), a part per grid pixel (the composites, magnitude, class map and
-# objects) and a part per grid pixel and acquisition of the larger window (its DN, SCL and
-# validity, the reflectance stack the median is taken over, the per-date masks). Measured:
-# 0.69 Mpx with 2 / 12 / 35 / 70 acquisitions 0.56 / 0.90 / 1.83 / 3.23 GB; 4.6 Mpx with 12
-# 4.11 GB; 16.8 Mpx with 1 1.87 GB.
+# objects) and a part per grid pixel and acquisition of the larger window (its DN and the
+# reflectance stack the median is taken over, which live together while the window is
+# harmonised). Measured: 0.69 Mpx with 2 / 12 / 35 / 70 acquisitions 0.50 / 0.72 / 1.42 / 2.49 GB;
+# 4.8 Mpx with 12 3.32 GB; 16.8 Mpx with 1 2.08 GB; this estimate: 0.55 / 0.88 / 1.64 / 2.80,
+# 3.75 and 3.22 GB.
 _FIXED_BYTES = 0.4e9
 _BYTES_PER_PX = 120.0
-_BYTES_PER_PX_DATE = 60.0
+_BYTES_PER_PX_DATE = 48.0
 _TILED_BYTES_PER_PX = 60.0  # per tile pixel: the previous tile's composites being written meanwhile
 _MERGED_BYTES_PER_PX = 5.0  # per AOI pixel: the merged class map (1) and magnitude (4)
 

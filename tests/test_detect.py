@@ -539,3 +539,44 @@ def test_magnitude_is_handed_over_final_before_the_objects(monkeypatch):
     assert magnitude is res.magnitude and not magnitude.flags.writeable
     np.testing.assert_array_equal(magnitude, copy)  # unchanged after the handover
     assert fields == {"grid": res.grid, "aoi": res.aoi, "source": res.source, "before": res.before, "after": res.after}
+
+
+def test_each_windows_dn_are_freed_once_harmonised(monkeypatch):
+    """Reading from a source, a window's DN (B x 2 bytes per pixel and date) are released before
+    its masks are computed, so they never live beside the masks' temporaries: the memory a
+    long window takes (see pipeline.tiled.peak_memory)."""
+    import gc
+    import weakref
+
+    import pipeline.detect as D
+    from pipeline.sources import get_source
+
+    src = get_source("simulated")
+    read = src.read
+    alive_at_masks, reads = [], []
+
+    class Source:
+        name = "simulated"
+
+        def search(self, *a, **k):
+            return src.search(*a, **k)
+
+        def read(self, *a, **k):
+            stack = read(*a, **k)
+            reads.append(weakref.ref(stack.data))
+            return stack
+
+    mask_stack = D.mask_stack
+
+    def spy(*a, **k):
+        gc.collect()
+        alive_at_masks.append([r() is not None for r in reads])
+        return mask_stack(*a, **k)
+
+    monkeypatch.setattr(D, "mask_stack", spy)
+    from pipeline.aoi import load_aoi
+
+    res = detect(load_aoi("maaten-al-sarra"), Source(), before=(date(2024, 3, 1), date(2024, 3, 31)),
+                 after=(date(2025, 5, 1), date(2025, 5, 31)))
+    assert len(reads) == 2 and res.objects
+    assert alive_at_masks and all(not any(alive) for alive in alive_at_masks), alive_at_masks
