@@ -28,6 +28,7 @@ The file is TOML::
     scheduler = "tcp://127.0.0.1:8786"
     tile_px = 2048                      # detect every AOI in tiles of N px (default: those above 40 Mpx); 0 = never
     halo_px = 128
+    memory_gb = 6                       # without tile_px, tile an AOI whose reference would exceed it in one pass
     fail_on_change = false
 
     [thresholds]                        # keyword arguments of detect.DetectParams
@@ -135,6 +136,10 @@ class Config:
         on the dask executor the tiles of a tiled AOI are what the workers share.
     halo_px : int
         Halo read around each tile, pixels.
+    memory_gb : float or None
+        Memory budget, GiB: with ``tile_px`` None, an AOI whose reference period holds so many
+        acquisitions that one pass would exceed it is tiled (:func:`pipeline.tiled.tile_size`).
+        ``None``: ``S2WATCH_MEMORY_GB`` as :func:`pipeline.tiled.memory_budget` reads it, else 6.
     fail_on_change : bool
         Exit 3 when a run confirms new change.
     config_path : Path or None
@@ -162,6 +167,7 @@ class Config:
     scheduler: str | None = None
     tile_px: int | None = None
     halo_px: int = 128
+    memory_gb: float | None = None
     fail_on_change: bool = False
     config_path: Path | None = None
 
@@ -195,6 +201,8 @@ class Config:
             raise ConfigError(f"tile_px {self.tile_px} is too small; use at least 256 px, or 0 to never tile")
         if self.halo_px < 0:
             raise ConfigError(f"halo_px must be >= 0, got {self.halo_px}")
+        if self.memory_gb is not None and not (self.memory_gb > 0 and self.memory_gb < float("inf")):
+            raise ConfigError(f"memory_gb must be a positive number of GiB, got {self.memory_gb}")
         if self.scheduler is not None and not re.match(r"^(tcp|tls|inproc|ucx)://", self.scheduler):
             raise ConfigError(f"scheduler {self.scheduler!r} must look like tcp://HOST:PORT")
 
@@ -333,6 +341,7 @@ ENV_VARS: dict[str, str] = {
     "S2WATCH_EXECUTOR": "executor",
     "S2WATCH_SCHEDULER": "scheduler",
     "S2WATCH_TILE_PX": "tile_px",
+    "S2WATCH_MEMORY_GB": "memory_gb",
 }
 """Environment variable -> setting. Lists (``S2WATCH_AOIS``, ``S2WATCH_NOTIFY``) are comma
 separated; ``S2WATCH_REFERENCE`` is ``START/END``. ``S2WATCH_CONFIG`` names the file."""
@@ -354,6 +363,7 @@ _FILE_KEYS: dict[tuple[str, str], str] = {
     ("monitor", "scheduler"): "scheduler",
     ("monitor", "tile_px"): "tile_px",
     ("monitor", "halo_px"): "halo_px",
+    ("monitor", "memory_gb"): "memory_gb",
     ("monitor", "fail_on_change"): "fail_on_change",
     ("alerts", "webhooks"): "notify",
     ("alerts", "format"): "notify_format",
@@ -406,7 +416,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             if isinstance(value, bool) or not isinstance(value, (int, str)):
                 raise bad("an integer")
             return int(value)
-        if name in ("max_cloud", "notify_timeout_s"):
+        if name in ("max_cloud", "notify_timeout_s", "memory_gb"):
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise bad("a number")
             v = float(value)

@@ -207,6 +207,13 @@ def test_tile_size_from_file_environment_and_bad_values(tmp_path):
     f.write_text("[monitor]\ntile_px = 100\n")
     with pytest.raises(ConfigError, match=r"c\.toml: tile_px 100 is too small; use at least 256 px, or 0 to never tile"):
         load_config(f, env={})
+    f.write_text("[monitor]\nmemory_gb = 3.5\n")
+    assert load_config(f, env={}).memory_gb == 3.5
+    assert load_config(f, env={"S2WATCH_MEMORY_GB": "12"}).memory_gb == 12.0
+    assert load_config(env={"XDG_CONFIG_HOME": str(tmp_path)}).memory_gb is None  # S2WATCH_MEMORY_GB or 6 at use
+    f.write_text("[monitor]\nmemory_gb = 0\n")
+    with pytest.raises(ConfigError, match=r"memory_gb must be a positive number of GiB, got 0"):
+        load_config(f, env={})
     f.write_text("[monitor]\nhalo_px = -1\n")
     with pytest.raises(ConfigError, match=r"halo_px must be >= 0, got -1"):
         load_config(f, env={})

@@ -47,6 +47,9 @@ def register(sub) -> None:
                    help="detect AOIs in tiles of N x N px with a halo, in bounded memory; on dask the tiles of such an "
                    "AOI run on the workers (default: 2048 px tiles for AOIs above 40 Mpx; 0 = never tile)")
     p.add_argument("--halo-px", type=int, default=None, metavar="N", help="halo read around each tile, px (default 128)")
+    p.add_argument("--memory-gb", type=float, default=None, metavar="GIB",
+                   help="memory budget: without --tile-px, an AOI whose reference period holds so many acquisitions that one "
+                   "pass would exceed it is detected in smaller tiles (default: $S2WATCH_MEMORY_GB, else 6)")
     p.set_defaults(func=run)
 
 
@@ -70,6 +73,7 @@ def config_from_args(args: argparse.Namespace):
         "scheduler": getattr(args, "scheduler", None),
         "tile_px": getattr(args, "tile_px", None),
         "halo_px": getattr(args, "halo_px", None),
+        "memory_gb": getattr(args, "memory_gb", None),
     }
     return load_config(getattr(args, "config", None), overrides=over)
 

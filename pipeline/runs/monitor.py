@@ -294,8 +294,13 @@ class _Tracker:
         self.params = detect_params(cfg)
         self.grid = aoi.grid()
         self.tile_px = tile_size(self.grid.shape, cfg.tile_px)
+        # an AOI the grid alone does not tile may still be, once the reference's acquisitions are
+        # counted (:meth:`_plan`): one pass holds all of them
+        self._planned = cfg.tile_px is not None or self.tile_px is not None
         self.tile_executor = tile_executor
-        self.reference_cache = self.root / "runs" / f".tmp-{run_id}-reference" if self.tile_px is not None else None
+        self.reference_cache = None
+        if self.tile_px is not None:
+            self.reference_cache = self.root / "runs" / f".tmp-{run_id}-reference"
         self._ref_acqs = None
         self._reference = None  # the prepared before window (pipeline.detect.Reference)
 
@@ -310,9 +315,28 @@ class _Tracker:
             self._ref_acqs = acqs
         return self._ref_acqs
 
+    def _plan(self, period: tuple[date, date]) -> None:
+        """Tile the AOI when its reference acquisitions would take one pass over the memory
+        budget (``cfg.memory_gb``; :func:`pipeline.tiled.tile_size`); decided once per run."""
+        if self._planned:
+            return
+        from ..tiled import peak_memory, tile_size
+
+        n = len(self.reference_acquisitions(period))
+        self.tile_px = tile_size(self.grid.shape, None, dates=n, memory_gb=self.cfg.memory_gb, halo_px=self.cfg.halo_px)
+        self._planned = True
+        if self.tile_px is not None:
+            self.reference_cache = self.root / "runs" / f".tmp-{self.run_id}-reference"
+            log.info(
+                "%s: %d reference acquisitions over %d x %d px: tiles of %d px (expected peak %.1f GiB)",
+                self.aoi.id, n, *self.grid.shape, self.tile_px,
+                peak_memory(self.grid.shape, n, tile_px=self.tile_px, halo_px=self.cfg.halo_px) / 2**30,
+            )
+
     def detect_one(self, period, acq):
         from ..detect import _read_and_detect
 
+        self._plan(period)
         windows = (period, (acq.date, acq.date))
         if self.tile_px is not None:
             from ..tiled import detect_tiled

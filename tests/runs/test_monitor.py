@@ -308,6 +308,30 @@ def test_a_tiled_aoi_tracks_like_one_pass_and_prepares_each_tile_reference_once(
     assert np.nanmax(np.abs(ref2 - ref1)) <= 5e-5  # the tiled composite is stored as DN
 
 
+def test_an_aoi_whose_reference_exceeds_the_memory_budget_is_tiled(tmp_path):
+    """Without ``tile_px``, the reference's acquisitions are counted first: one pass over them
+    above ``memory_gb`` tiles the AOI (the largest tile that fits), which then tracks exactly what
+    the same tiles asked for by ``tile_px`` track."""
+    from pipeline.tiled import peak_memory, tile_size
+
+    aoi = _square_aoi(tmp_path)
+    shape = load_aoi(aoi).grid().shape
+    n_ref = 13  # PlantedSource's acquisitions in the reference period
+    budget = peak_memory(shape, n_ref, tile_px=256, halo_px=32) * 1.001 / 2**30
+    assert peak_memory(shape, n_ref) > budget * 2**30 and tile_size(shape, dates=n_ref, memory_gb=budget, halo_px=32) == 256
+    out = {}
+    for name, kw in (("asked", dict(tile_px=256)), ("budget", dict(memory_gb=budget))):
+        cfg = make_cfg(tmp_path / name, date(2024, 10, 10), halo_px=32, **kw)
+        s = run_monitor([str(aoi)], cfg, source=PlantedSource())
+        assert s.outcomes[0].status == "ok", s.outcomes[0].error
+        root = cfg.output_root / "square"
+        out[name] = (json.loads((root / "manifest.json").read_text()), json.loads((root / "changes.geojson").read_text()))
+        assert not list((root / "runs").glob(".tmp-*"))
+    (m1, g1), (m2, g2) = out["asked"], out["budget"]
+    assert m2["parameters"]["tiling"]["tile_px"] == 256 and m2["parameters"]["tiling"] == m1["parameters"]["tiling"]
+    assert g2["features"] and [f["properties"]["id"] for f in g2["features"]] == [f["properties"]["id"] for f in g1["features"]]
+
+
 def test_reference_file_bytes_are_those_of_np_save_whatever_the_composite(tmp_path):
     """The reference composite is streamed to disk in pieces (a tiled AOI's composite is never
     whole in memory); the file is what ``np.save`` writes, so digests recorded by earlier
