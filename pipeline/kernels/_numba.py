@@ -917,30 +917,37 @@ def every_kth_valid_pair(ref, tgt, valid, step, out_idx, out_ref, out_tgt):
         vstart[c + 1] = s
     for c in range(nchunk):
         vstart[c + 1] += vstart[c]
+    # ``left`` counts down the valid pixels to the next k-th one (no division per pixel)
     kstart = np.zeros(nchunk + 1, np.int64)
     for c in prange(nchunk):
-        count = vstart[c]
+        r = vstart[c] % step
+        left = 0 if r == 0 else step - r
         k = 0
         for p in range(c * P // nchunk, (c + 1) * P // nchunk):
             if valid[p]:
-                if count % step == 0 and _pair_finite(ref, tgt, p):
-                    k += 1
-                count += 1
+                if left == 0:
+                    left = step
+                    if _pair_finite(ref, tgt, p):
+                        k += 1
+                left -= 1
         kstart[c + 1] = k
     for c in range(nchunk):
         kstart[c + 1] += kstart[c]
     for c in prange(nchunk):
-        count = vstart[c]
+        r = vstart[c] % step
+        left = 0 if r == 0 else step - r
         n = kstart[c]
         for p in range(c * P // nchunk, (c + 1) * P // nchunk):
             if valid[p]:
-                if count % step == 0 and _pair_finite(ref, tgt, p):
-                    out_idx[n] = p
-                    for b in range(B):
-                        out_ref[b, n] = ref[b, p]
-                        out_tgt[b, n] = tgt[b, p]
-                    n += 1
-                count += 1
+                if left == 0:
+                    left = step
+                    if _pair_finite(ref, tgt, p):
+                        out_idx[n] = p
+                        for b in range(B):
+                            out_ref[b, n] = ref[b, p]
+                            out_tgt[b, n] = tgt[b, p]
+                        n += 1
+                left -= 1
     return kstart[nchunk]
 
 
