@@ -99,14 +99,14 @@ class Grid:
 
     def window(self, row_off: int, col_off: int, height: int, width: int) -> "Grid":
         """The sub-grid of a pixel window."""
-        t = self.transform * Affine.translation(col_off, row_off)
+        t = self.transform @ Affine.translation(col_off, row_off)
         return Grid(self.epsg, t, width, height)
 
     def to_window(self, bounds: tuple[float, float, float, float]) -> Window:
         """Pixel window of CRS ``bounds`` on this grid (may extend beyond the grid)."""
         inv = ~self.transform
-        c0, r0 = inv * (bounds[0], bounds[3])
-        c1, r1 = inv * (bounds[2], bounds[1])
+        c0, r0 = inv @ (bounds[0], bounds[3])
+        c1, r1 = inv @ (bounds[2], bounds[1])
         return Window(math.floor(c0), math.floor(r0), math.ceil(c1) - math.floor(c0), math.ceil(r1) - math.floor(r0))
 
     def xy(self, rows, cols):

@@ -304,7 +304,7 @@ def show_outline(
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
     first = True
     for ring in _rings(geom):
-        x, y = inv * (ring[:, 0], ring[:, 1])
+        x, y = inv @ (ring[:, 0], ring[:, 1])
         ax.plot(x, y, color=colour, linewidth=linewidth, linestyle=linestyle, label=label if first else None)
         first = False
     if ax.images:
@@ -353,11 +353,11 @@ def show_objects(
         colour = class_colour(obj.cls)
         present.setdefault(obj.cls, colour)
         for ring in _rings(obj.geometry):
-            x, y = inv * (ring[:, 0], ring[:, 1])
+            x, y = inv @ (ring[:, 0], ring[:, 1])
             ax.plot(x, y, color=colour, linewidth=linewidth)
         if labels:
             c = obj.geometry.representative_point()
-            lx, ly = inv * (c.x, c.y)
+            lx, ly = inv @ (c.x, c.y)
             ax.annotate(
                 str(i), (lx, ly), color=colour, fontsize=8, fontweight="bold", xytext=(4, 4), textcoords="offset points"
             )

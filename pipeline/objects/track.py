@@ -169,7 +169,7 @@ def observed_fraction(geometry: BaseGeometry, valid: np.ndarray, grid: Grid) -> 
     inside = shapely.contains_xy(geometry, xs, ys)
     if not inside.any():
         c = geometry.centroid
-        col, row = ~grid.transform * (c.x, c.y)
+        col, row = ~grid.transform @ (c.x, c.y)
         r, k = int(np.floor(row)), int(np.floor(col))
         return float(valid[r, k]) if 0 <= r < grid.height and 0 <= k < grid.width else 0.0
     return float(valid[rr.ravel()[inside], cc.ravel()[inside]].mean())

@@ -108,7 +108,7 @@ def polygons(
         on = labels[r0 : int(r1), c0 : int(c1)] == lab
         if not on.any():
             continue
-        window = transform * Affine.translation(c0, r0)
+        window = transform @ Affine.translation(c0, r0)
         for geom, _ in features.shapes(on.view(np.uint8), mask=on, transform=window, connectivity=connectivity):
             parts.setdefault(int(lab), []).append(shape(geom))
     out: dict[int, Polygon | MultiPolygon] = {}

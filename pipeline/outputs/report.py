@@ -134,7 +134,7 @@ def _svg_path(geom: BaseGeometry, inv: Affine, scale: float = 1.0) -> str:
     parts = []
 
     def ring(coords, close=True):
-        pts = [inv * (x, y) for x, y, *_ in coords]
+        pts = [inv @ (x, y) for x, y, *_ in coords]
         d = "M" + "L".join(f"{c * scale:.2f} {r * scale:.2f}" for c, r in pts)
         parts.append(d + ("Z" if close else ""))
 
@@ -147,7 +147,7 @@ def _svg_path(geom: BaseGeometry, inv: Affine, scale: float = 1.0) -> str:
         elif g.geom_type in ("LineString", "LinearRing"):
             ring(g.coords, close=False)
         elif g.geom_type == "Point":
-            c, r = inv * (g.x, g.y)
+            c, r = inv @ (g.x, g.y)
             parts.append(f"M{c * scale - 3:.2f} {r * scale:.2f}h6M{c * scale:.2f} {r * scale - 3:.2f}v6")
     return "".join(parts)
 
@@ -188,7 +188,7 @@ def _map_section(result, rows, tc: np.ndarray | None, lims) -> str:
         colour = hex_colour(o.cls)
         minx, miny, maxx, maxy = o.geometry.bounds
         if max(maxx - minx, maxy - miny) / grid.res < 4 * stroke:  # too small to see: ring it
-            c, rr = inv * (o.geometry.centroid.x, o.geometry.centroid.y)
+            c, rr = inv @ (o.geometry.centroid.x, o.geometry.centroid.y)
             body.append(f'<circle cx="{c:.2f}" cy="{rr:.2f}" r="{6 * stroke:.1f}" fill="none" stroke="{colour}" stroke-width="{stroke:.1f}"/>')
         body.append(
             f'<a href="#obj-{_e(o.id)}"><path class="obj" data-id="{_e(o.id)}" d="{_svg_path(o.geometry, inv)}" fill="{colour}" fill-opacity="0.35" '

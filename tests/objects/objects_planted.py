@@ -56,7 +56,7 @@ def burn(geom, grid) -> np.ndarray:
 def rc_of(grid, x, y) -> tuple[int, int]:
     """Row and column of the pixel holding UTM point (x, y)."""
     inv = ~grid.transform
-    c, r = inv * (x, y)
+    c, r = inv @ (x, y)
     return int(math.floor(r)), int(math.floor(c))
 
 

@@ -46,8 +46,8 @@ def real_result(shared_data):
     r0, r1, c0, c1 = ROOF
     after[:, r0:r1, c0:c1] += 0.15
     grid = Grid(epsg, transform, shape[1], shape[0])
-    x0, y1 = transform * (c0, r0)
-    x1, y0 = transform * (c1, r1)
+    x0, y1 = transform @ (c0, r0)
+    x1, y0 = transform @ (c1, r1)
     roof = shapely.box(x0, y0, x1, y1)
     aoi_ll = reproject_geometry(shapely.box(*grid.bounds).buffer(-50), epsg, 4326)
     cm = np.zeros(grid.shape, np.uint8)

@@ -429,7 +429,7 @@ def test_plain_polygon_without_features(src, tmp_path):
 
 def test_read_on_a_custom_grid_1000px_is_fast(src, maaten):
     g = maaten.grid()
-    big = Grid(g.epsg, g.transform * Affine.translation(-100, -20), 1000, 1000)
+    big = Grid(g.epsg, g.transform @ Affine.translation(-100, -20), 1000, 1000)
     acqs = src.search(maaten, date(2025, 6, 1), date(2025, 7, 20))[:10]
     src.read(maaten, acqs[:1], grid=big)  # base rendering (cached) and kernel compilation
     t0 = time.perf_counter()
