@@ -6,14 +6,16 @@ classed ``vegetation`` or ``water``, the issue's reading). Leave-one-city-out: f
 variant best on the other four (pooled counts) is picked and scored on the held-out city; the
 held-out counts are pooled. Run::
 
-    .venv/bin/python benchmarks/bench_oscd_variants.py closing water k siroc [--oscd DIR]
+    .venv/bin/python benchmarks/bench_oscd_variants.py closing water k siroc tolerant [--oscd DIR]
 
 Sweeps: ``closing`` (``DetectParams.closing_radius_px`` 0-4), ``water``
 (``ClassifyThresholds.water_swir_dark`` off/on), ``k`` (``robust_k`` 5.5-7 x closing 2, 3),
 ``siroc`` (SiROC's local-gain residual, Kondmann et al. 2021, as the magnitude: for every band,
 the after pixel minus the before pixel times the gain sum(pre x post) / sum(pre^2) over a square
 ring of neighbours, |residual| averaged over the bands or z-scored and summed in quadrature,
-averaged over 27 (14) mutually exclusive rings up to 200 (100) pixels; thresholds k 5-7).
+averaged over 27 (14) mutually exclusive rings up to 200 (100) pixels; thresholds k 5-7),
+``tolerant`` (z-scored CVA tolerant to local misregistration: the smallest magnitude over the
+before image shifted by up to 1 px, one way or both ways; thresholds k 5-7).
 """
 
 from __future__ import annotations
@@ -70,6 +72,52 @@ def _siroc_magnitude(max_ring: int, n_rings: int, combine: str):
     return magnitude
 
 
+def _tolerant_magnitude(radius: int, symmetric: bool):
+    """z-scored CVA tolerant to local misregistration: each band's difference is standardised
+    with its unshifted mean and spread, and the magnitude is the smallest over the shifts
+    ``s`` within ``radius`` px of the norm of (after(x) - before(x + s) - mean) / sd; with
+    ``symmetric`` also the other way round (after shifted), and the larger of the two kept, so
+    a change present in either date only is not matched away."""
+
+    def shifted(x, dy, dx):
+        out = np.full_like(x, np.nan)
+        H, W = x.shape
+        ys, yd = (slice(dy, H), slice(0, H - dy)) if dy >= 0 else (slice(0, H + dy), slice(-dy, H))
+        xs, xd = (slice(dx, W), slice(0, W - dx)) if dx >= 0 else (slice(0, W + dx), slice(-dx, W))
+        out[yd, xd] = x[ys, xs]
+        return out
+
+    def magnitude(before, after, sel, inside, irmad_res):
+        b = before[sel].astype(np.float64)
+        a = after[sel].astype(np.float64)
+        d = a - b
+        ok = inside & np.isfinite(d).all(axis=0)
+        mu = np.array([d[k][ok].mean() for k in range(len(sel))])
+        sd = np.array([d[k][ok].std() for k in range(len(sel))])
+        sd[sd == 0] = 1.0
+        offs = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+
+        def one_way(fixed, moving, sign):
+            best = np.full(fixed.shape[1:], np.inf)
+            for dy, dx in offs:
+                acc = np.zeros(fixed.shape[1:])
+                for k in range(len(sel)):
+                    diff = sign * (fixed[k] - shifted(moving[k], dy, dx))
+                    acc += ((diff - mu[k]) / sd[k]) ** 2
+                best = np.fmin(best, np.where(np.isfinite(acc), acc, np.inf))
+            return best
+
+        m = one_way(a, b, 1.0)
+        if symmetric:
+            m = np.maximum(m, one_way(b, a, -1.0))
+        out = np.sqrt(m)
+        out[~np.isfinite(d).all(axis=0)] = np.nan
+        out[~np.isfinite(out)] = np.nan
+        return out.astype(np.float32)
+
+    return magnitude
+
+
 def sweeps(name: str) -> dict:
     P = B.OSCD_PARAMS
     th = P.objects.thresholds
@@ -89,12 +137,20 @@ def sweeps(name: str) -> dict:
                     out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
         out["zscore_cva k 6 (OSCD_PARAMS)"] = P
         return out
-    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k or siroc")
+    if name == "tolerant":
+        out = {"zscore_cva k 6 (OSCD_PARAMS)": P}
+        for sym in (False, True):
+            key = f"tolerant_r1_{'sym' if sym else 'one'}"
+            D.MAGNITUDES[key] = _tolerant_magnitude(1, sym)
+            for k in (5.0, 5.5, 6.0, 7.0):
+                out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
+        return out
+    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc or tolerant")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc")
+    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant")
     ap.add_argument("--oscd", default=str(ROOT.parent / "shared" / "data" / "oscd-dev"))
     args = ap.parse_args(argv)
     root = Path(args.oscd)
