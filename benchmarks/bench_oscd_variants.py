@@ -6,7 +6,7 @@ classed ``vegetation`` or ``water``, the issue's reading). Leave-one-city-out: f
 variant best on the other four (pooled counts) is picked and scored on the held-out city; the
 held-out counts are pooled. Run::
 
-    .venv/bin/python benchmarks/bench_oscd_variants.py closing water k siroc tolerant [--oscd DIR]
+    .venv/bin/python benchmarks/bench_oscd_variants.py closing water k siroc tolerant sam [--oscd DIR]
 
 Sweeps: ``closing`` (``DetectParams.closing_radius_px`` 0-4), ``water``
 (``ClassifyThresholds.water_swir_dark`` off/on), ``k`` (``robust_k`` 5.5-7 x closing 2, 3),
@@ -15,7 +15,9 @@ the after pixel minus the before pixel times the gain sum(pre x post) / sum(pre^
 ring of neighbours, |residual| averaged over the bands or z-scored and summed in quadrature,
 averaged over 27 (14) mutually exclusive rings up to 200 (100) pixels; thresholds k 5-7),
 ``tolerant`` (z-scored CVA tolerant to local misregistration: the smallest magnitude over the
-before image shifted by up to 1 px, one way or both ways; thresholds k 5-7).
+before image shifted by up to 1 px, one way or both ways; thresholds k 5-7), ``sam`` (z-scored CVA
+and the spectral angle between the dates in robust z units, in quadrature, the angle weighted
+0.25-1; thresholds k 6-8).
 """
 
 from __future__ import annotations
@@ -118,6 +120,29 @@ def _tolerant_magnitude(radius: int, symmetric: bool):
     return magnitude
 
 
+def _cva_sam_magnitude(weight: float):
+    """z-scored CVA combined in quadrature with the spectral angle between the dates in robust z
+    units (median, 1.4826 MAD over the AOI), the angle weighted by ``weight``: a change of
+    spectral shape at equal brightness (Carvalho Junior et al. 2011, CVA with distance and
+    similarity measures)."""
+    from pipeline.kernels.metrics import zscore_cva
+
+    def magnitude(before, after, sel, inside, irmad_res):
+        b = before[sel].astype(np.float64)
+        a = after[sel].astype(np.float64)
+        z = zscore_cva(before[sel], after[sel], mask=inside).astype(np.float64)
+        cos = (a * b).sum(0) / np.maximum(np.sqrt((a * a).sum(0) * (b * b).sum(0)), 1e-12)
+        ang = np.arccos(np.clip(cos, -1.0, 1.0))
+        ok = inside & np.isfinite(ang)
+        med = np.median(ang[ok])
+        mad = 1.4826 * np.median(np.abs(ang[ok] - med)) or 1.0
+        za = np.maximum((ang - med) / mad, 0.0)
+        out = np.sqrt(z * z + (weight * za) ** 2)
+        return out.astype(np.float32)
+
+    return magnitude
+
+
 def sweeps(name: str) -> dict:
     P = B.OSCD_PARAMS
     th = P.objects.thresholds
@@ -145,12 +170,20 @@ def sweeps(name: str) -> dict:
             for k in (5.0, 5.5, 6.0, 7.0):
                 out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
         return out
-    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc or tolerant")
+    if name == "sam":
+        out = {"zscore_cva k 6 (OSCD_PARAMS)": P}
+        for w in (0.25, 0.5, 1.0):
+            key = f"cva_sam_{w}"
+            D.MAGNITUDES[key] = _cva_sam_magnitude(w)
+            for k in (6.0, 7.0, 8.0):
+                out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
+        return out
+    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc, tolerant or sam")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant")
+    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant, sam")
     ap.add_argument("--oscd", default=str(ROOT.parent / "shared" / "data" / "oscd-dev"))
     args = ap.parse_args(argv)
     root = Path(args.oscd)
