@@ -6,7 +6,7 @@ classed ``vegetation`` or ``water``, the issue's reading). Leave-one-city-out: f
 variant best on the other four (pooled counts) is picked and scored on the held-out city; the
 held-out counts are pooled. Run::
 
-    .venv/bin/python benchmarks/bench_oscd_variants.py closing water k siroc tolerant sam [--oscd DIR]
+    .venv/bin/python benchmarks/bench_oscd_variants.py closing water k siroc tolerant sam landscaping [--oscd DIR]
 
 Sweeps: ``closing`` (``DetectParams.closing_radius_px`` 0-4), ``water``
 (``ClassifyThresholds.water_swir_dark`` off/on), ``k`` (``robust_k`` 5.5-7 x closing 2, 3),
@@ -17,7 +17,8 @@ averaged over 27 (14) mutually exclusive rings up to 200 (100) pixels; threshold
 ``tolerant`` (z-scored CVA tolerant to local misregistration: the smallest magnitude over the
 before image shifted by up to 1 px, one way or both ways; thresholds k 5-7), ``sam`` (z-scored CVA
 and the spectral angle between the dates in robust z units, in quadrature, the angle weighted
-0.25-1; thresholds k 6-8).
+0.25-1; thresholds k 6-8), ``landscaping`` (``ObjectParams.landscaping_m``: vegetation growth
+within 0-100 m of a non-natural object counted as part of that development, or off).
 """
 
 from __future__ import annotations
@@ -178,12 +179,14 @@ def sweeps(name: str) -> dict:
             for k in (6.0, 7.0, 8.0):
                 out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
         return out
-    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc, tolerant or sam")
+    if name == "landscaping":
+        return {f"landscaping_m={d}": replace(P, objects=replace(P.objects, landscaping_m=d)) for d in (None, 0.0, 20.0, 50.0, 100.0)}
+    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc, tolerant, sam or landscaping")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant, sam")
+    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant, sam, landscaping")
     ap.add_argument("--oscd", default=str(ROOT.parent / "shared" / "data" / "oscd-dev"))
     args = ap.parse_args(argv)
     root = Path(args.oscd)

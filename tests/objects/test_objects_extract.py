@@ -137,6 +137,34 @@ def test_ndvi_blob_is_vegetation(scene, site, grid):
     assert obj.evidence["rule"] == "vegetation.growth"
 
 
+def test_planting_next_to_a_development_is_landscaping_not_vegetation(scene, site, grid):
+    """Planted: a new roof (the structure of the test above) with a strip of new lawn 30 m east of
+    it (sand to grass, NDVI +0.5), and a second, like field 600 m away from any development. The
+    lawn is ``other.landscaping`` naming the structure and the gap; the far field stays
+    ``vegetation``; with ``landscaping_m=None`` both are vegetation."""
+    from pipeline.objects import ObjectParams
+
+    roof = burn(box(CX + 700, CY + 900, CX + 820, CY + 980), grid)
+    scene.plant(roof, brightness=0.10, dbi=0.5, bsi=-0.12, ndbi=0.03, ndvi=-0.13, mndwi=0.33, before=Scene.SAND, after=Scene.ROOF)
+    grass = (0.05, 0.09, 0.06, 0.40, 0.22, 0.12)
+    lawn = burn(box(CX + 850, CY + 880, CX + 930, CY + 1000), grid)
+    far = burn(box(CX - 900, CY + 850, CX - 800, CY + 950), grid)
+    for patch in (lawn, far):
+        scene.plant(patch, ndvi=0.5, brightness=-0.18, bsi=-0.2, before=Scene.SAND, after=grass)
+    objects, class_map = scene.extract(site)
+    by_rule = {o.evidence["rule"]: o for o in objects}
+    assert sorted(by_rule) == ["new_structure.bright_compact", "other.landscaping", "vegetation.growth"], sorted(by_rule)
+    planted = by_rule["other.landscaping"]
+    assert planted.cls == "other" and planted.evidence["development"]["id"] == by_rule["new_structure.bright_compact"].id
+    assert 20 <= planted.evidence["measurements"]["development_distance_m"] <= 40  # the 30 m gap, outlines simplified
+    assert (class_map[lawn] == CLASS_CODES["other"]).mean() > 0.9
+    assert (class_map[far] == CLASS_CODES["vegetation"]).mean() > 0.9
+    objects, class_map = scene.extract(site, params=ObjectParams(landscaping_m=None))
+    assert sorted(o.cls for o in objects) == ["new_structure", "vegetation", "vegetation"]
+    with pytest.raises(PipelineError, match="landscaping_m"):
+        ObjectParams(landscaping_m=-1)
+
+
 def test_water_blob_is_water(scene, site, grid):
     """Planted: a 150 m disc flooded: MNDWI +0.6, spectra from sand to water."""
     patch = burn(Point(CX - 900, CY - 400).buffer(75), grid)
