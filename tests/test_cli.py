@@ -81,6 +81,25 @@ def test_version():
     assert r.returncode == 0 and r.stdout.startswith("s2watch ")
 
 
+def test_the_program_collects_garbage_less_often_and_main_leaves_it_alone():
+    """The ``s2watch`` program raises the collector's thresholds (fewer walks over the libraries'
+    objects); :func:`main` called from another program leaves that program's settings."""
+    from pipeline.cli.main import PROGRAM_GC_THRESHOLD
+
+    code = (
+        "import atexit, gc, sys; from pipeline.cli.main import console_main, main; "
+        "main(['aois', 'list']); print('LIB', gc.get_threshold(), file=sys.stderr); "
+        "atexit.register(lambda: print('PROG', gc.get_threshold(), file=sys.stderr)); "
+        "sys.argv = ['s2watch', 'aois', 'list']; console_main()"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import gc
+
+    assert f"LIB {gc.get_threshold()}" in r.stderr
+    assert f"PROG {PROGRAM_GC_THRESHOLD}" in r.stderr
+
+
 @pytest.mark.parametrize("env, expected", [(None, "False"), ("1", "True")])
 def test_entry_point_stops_numpy_huge_page_marks_unless_asked(env, expected):
     """A real ``s2watch`` process: NumPy no longer marks large arrays MADV_HUGEPAGE (synchronous
