@@ -292,9 +292,9 @@ def run_oscd(root: Path, cities, *, params: DetectParams) -> dict:
     from pipeline.sources.stac import LocalStacSource
     from pipeline.sources.stac_build import build_catalog
 
-    from pipeline.objects.model import CLASS_CODES
+    from pipeline.objects.model import CLASS_CODES, NATURAL_CLASSES
 
-    natural = [CLASS_CODES[c] for c in ("vegetation", "water")]
+    natural = [CLASS_CODES[c] for c in NATURAL_CLASSES]
     tot, base_tot, nn_tot = np.zeros(3, int), np.zeros(3, int), np.zeros(3, int)
     rows = []
     with tempfile.TemporaryDirectory(prefix="s2watch-oscd-") as tmp:

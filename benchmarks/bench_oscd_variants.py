@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_accuracy as B  # noqa: E402
 from pipeline import detect as D  # noqa: E402
 from pipeline.aoi import load_aoi  # noqa: E402
-from pipeline.objects.model import CLASS_CODES  # noqa: E402
+from pipeline.objects.model import CLASS_CODES, NATURAL_CLASSES  # noqa: E402
 
-NATURAL = [CLASS_CODES[c] for c in ("vegetation", "water")]
+NATURAL = [CLASS_CODES[c] for c in NATURAL_CLASSES]
 
 
 def _siroc_magnitude(max_ring: int, n_rings: int, combine: str):

@@ -30,6 +30,8 @@ object can show two classes on either side of the seam while the object list hol
 from __future__ import annotations
 
 import logging
+import math
+import os
 import shutil
 import tempfile
 from collections import deque
@@ -138,9 +140,6 @@ def memory_budget(memory_gb: float | None = None) -> float:
     UsageError
         A budget that is not a positive number (naming where it came from).
     """
-    import math
-    import os
-
     where = "--memory-gb"
     if memory_gb is None:
         env = os.environ.get("S2WATCH_MEMORY_GB")

@@ -85,15 +85,12 @@ def run(args) -> int:
         return _dry_run(aoi, source, before, after, args, params)
     if args.scheduler and args.executor != "dask":
         raise UsageError("--scheduler needs --executor dask")
-    # bad tiling options and budgets are refused before anything is searched
-    tiled.tile_size(aoi.grid().shape, args.tile_px, distributed=args.executor == "dask", memory_gb=args.memory_gb)
+    shape = aoi.grid().shape
+    _plan(shape, 1, args)  # bad tiling options and budgets are refused before anything is searched
     log.info("detect %s: before %s/%s after %s/%s from %s", aoi.id, *before, *after, source_name)
     acqs = search_windows(aoi, source, before, after, params=params)
     dates = max(len(a) for a in acqs)
-    tile_px = tiled.tile_size(
-        aoi.grid().shape, args.tile_px, distributed=args.executor == "dask", dates=dates, memory_gb=args.memory_gb,
-        halo_px=args.halo_px,
-    )
+    tile_px, peak = _plan(shape, dates, args)
     if tile_px is None:
         # change_magnitude.tif is encoded on a second thread while the objects are extracted
         with MagnitudeInAdvance(args.out) as early:
@@ -105,8 +102,7 @@ def run(args) -> int:
         if args.tile_px is None:
             log.info(
                 "%s: %d x %d px with up to %d acquisitions per window: tiles of %d px (expected peak %.1f GiB)",
-                aoi.id, *aoi.grid().shape, dates, tile_px,
-                tiled.peak_memory(aoi.grid().shape, dates, tile_px=tile_px, halo_px=args.halo_px) / 2**30,
+                aoi.id, *shape, dates, tile_px, peak / 2**30,
             )
         with get_executor(args.executor, scheduler=args.scheduler) as ex:
             result = tiled.detect_tiled(
@@ -123,22 +119,26 @@ def run(args) -> int:
     return 0
 
 
-def _dry_run(aoi, source, before, after, args, params) -> int:
+def _plan(shape: tuple[int, int], dates: int, args) -> tuple[int | None, float]:
+    """Tile core size (None: one pass) for windows of up to ``dates`` acquisitions, as the options
+    ask (see :func:`pipeline.tiled.tile_size`), and the peak memory expected, bytes."""
     from .. import tiled
 
+    tile_px = tiled.tile_size(
+        shape, args.tile_px, distributed=args.executor == "dask", dates=dates, memory_gb=args.memory_gb, halo_px=args.halo_px
+    )
+    return tile_px, tiled.peak_memory(shape, dates, tile_px=tile_px, halo_px=args.halo_px)
+
+
+def _dry_run(aoi, source, before, after, args, params) -> int:
     acq_b = source.search(aoi, *before, max_cloud=params.max_cloud)
     acq_a = source.search(aoi, *after, max_cloud=params.max_cloud)
     shape = aoi.grid().shape
     print(f"{aoi.id}: {len(acq_b)} acquisitions before, {len(acq_a)} after; grid {shape} px")
     if acq_b and acq_a:
-        dates = max(len(acq_b), len(acq_a))
-        tile_px = tiled.tile_size(
-            shape, args.tile_px, distributed=args.executor == "dask", dates=dates, memory_gb=args.memory_gb,
-            halo_px=args.halo_px,
-        )
+        tile_px, peak = _plan(shape, max(len(acq_b), len(acq_a)), args)
         how = "one pass" if tile_px is None else f"tiles of {tile_px} px"
-        peak = tiled.peak_memory(shape, dates, tile_px=tile_px, halo_px=args.halo_px) / 2**30
-        print(f"detection: {how}, expected peak memory {peak:.1f} GiB")
+        print(f"detection: {how}, expected peak memory {peak / 2**30:.1f} GiB")
     est = getattr(source, "estimate_pu", None)
     if est is not None:
         print(f"estimated processing units: {est(aoi, acq_b + acq_a):.3f}")

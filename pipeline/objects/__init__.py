@@ -28,7 +28,7 @@ from ..grid import Grid
 from .classify import CLASSIFIERS, ClassifyThresholds, classify_region, get_classifier, water_both_dates
 from .context import RegionContext, feature_context
 from .label import clean_labels, clean_mask, label_regions, region_table, relabel, label_sizes
-from .model import CHANGE_CLASSES, CLASS_CODES, CLASS_COLOURS, NO_CHANGE_CODE, NODATA_CODE, ChangeObject
+from .model import CHANGE_CLASSES, CLASS_CODES, CLASS_COLOURS, NATURAL_CLASSES, NO_CHANGE_CODE, NODATA_CODE, ChangeObject
 from .track import match, object_id, unique_ids, update_lifecycle
 from .vectorise import polygons
 
@@ -129,10 +129,6 @@ class ObjectParams:
         if callable(self.classifier):
             d["classifier"] = getattr(self.classifier, "__name__", repr(self.classifier))
         return d
-
-
-NATURAL_CLASSES = ("vegetation", "water")
-"""Classes of change on ground that stays natural; the others are development or ground work."""
 
 
 def _landscaping(drafts: list, ids: list, labs: list, code_lut: np.ndarray, within_m: float) -> list:

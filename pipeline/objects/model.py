@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from shapely.geometry.base import BaseGeometry
 
-__all__ = ["CHANGE_CLASSES", "CLASS_CODES", "CLASS_COLOURS", "NODATA_CODE", "NO_CHANGE_CODE", "ChangeObject"]
+__all__ = ["CHANGE_CLASSES", "NATURAL_CLASSES", "CLASS_CODES", "CLASS_COLOURS", "NODATA_CODE", "NO_CHANGE_CODE", "ChangeObject"]
 
 CHANGE_CLASSES = (
     "runway_repair",
@@ -19,6 +19,9 @@ CHANGE_CLASSES = (
     "other",
 )
 """Class names of change objects, in code order (codes 1..8)."""
+
+NATURAL_CLASSES = ("vegetation", "water")
+"""Classes of change on ground that stays natural; the others are development or ground work."""
 
 NO_CHANGE_CODE = 0
 NODATA_CODE = 255

@@ -298,11 +298,13 @@ class _Tracker:
         # counted (:meth:`_plan`): one pass holds all of them
         self._planned = cfg.tile_px is not None or self.tile_px is not None
         self.tile_executor = tile_executor
-        self.reference_cache = None
-        if self.tile_px is not None:
-            self.reference_cache = self.root / "runs" / f".tmp-{run_id}-reference"
         self._ref_acqs = None
         self._reference = None  # the prepared before window (pipeline.detect.Reference)
+
+    @property
+    def reference_cache(self) -> Path | None:
+        """Where a tiled AOI's tiles keep their prepared reference during the run (None untiled)."""
+        return self.root / "runs" / f".tmp-{self.run_id}-reference" if self.tile_px is not None else None
 
     def reference_acquisitions(self, period: tuple[date, date]) -> list:
         if self._ref_acqs is None:
@@ -326,7 +328,6 @@ class _Tracker:
         self.tile_px = tile_size(self.grid.shape, None, dates=n, memory_gb=self.cfg.memory_gb, halo_px=self.cfg.halo_px)
         self._planned = True
         if self.tile_px is not None:
-            self.reference_cache = self.root / "runs" / f".tmp-{self.run_id}-reference"
             log.info(
                 "%s: %d reference acquisitions over %d x %d px: tiles of %d px (expected peak %.1f GiB)",
                 self.aoi.id, n, *self.grid.shape, self.tile_px,
