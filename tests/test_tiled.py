@@ -203,3 +203,12 @@ def test_an_aoi_above_the_area_guard_needs_max_area(tmp_path, capsys):
     assert "--max-area-km2" in capsys.readouterr().err
     assert main([*args, "--max-area-km2", "5000"]) == 0
     assert "big:" in capsys.readouterr().out
+
+
+def test_reflectance_dn_clips_rounds_and_marks_missing_pixels():
+    refl = np.array([[[0.12344, 0.12346, 7.0, -0.5, np.inf, 0.2]], [[0.3, 0.3, 0.3, 0.3, 0.3, np.nan]]], np.float32)
+    dn = reflectance_dn(refl)
+    assert dn.dtype == np.uint16
+    # x 10000, rounded; clipped to 1..65535 (0 is no data); a pixel not finite in any band is 0 in all
+    assert dn[0, 0].tolist() == [1234, 1235, 65535, 1, 0, 0]
+    assert dn[1, 0].tolist() == [3000, 3000, 3000, 3000, 0, 0]
