@@ -213,6 +213,22 @@ def _sub_grid(grid: Grid, rect: tuple[int, int, int, int]) -> Grid:
     return grid.window(r0, c0, r1 - r0, c1 - c0)
 
 
+def _span(idx: range, lo: int, hi: int) -> slice | None:
+    """The positions in ``idx`` whose values lie in ``[lo, hi)``, as a slice; None if there are none."""
+    if idx.step > 0:
+        i0 = max(0, -(-(lo - idx.start) // idx.step))
+        i1 = min(len(idx), -(-(hi - idx.start) // idx.step))
+        return slice(i0, i1) if i0 < i1 else None
+    pos = [i for i, v in enumerate(idx) if lo <= v < hi]  # a reversed slice: rare, plain
+    return slice(pos[0], pos[-1] + 1) if pos else None
+
+
+def _shifted(sub: range, origin: int) -> slice:
+    """``sub`` (a non-empty range of grid indices) as a slice of a part starting at ``origin``."""
+    stop = sub[-1] - origin + (1 if sub.step > 0 else -1)
+    return slice(sub[0] - origin, stop if stop >= 0 else None, sub.step)
+
+
 class DiskComposite:
     """A (B, H, W) float32 composite kept on disk tile by tile, read by window.
 
@@ -274,19 +290,23 @@ class DiskComposite:
         bands = np.arange(self.shape[0])[bsel]
         squeeze = np.ndim(bands) == 0
         bands = np.atleast_1d(bands)
-        rows = np.arange(self.shape[1])[rs]
-        cols = np.arange(self.shape[2])[cs]
-        out = np.full((bands.size, rows.size, cols.size), np.nan, dtype=np.float32)
+        rows = range(*rs.indices(self.shape[1]))
+        cols = range(*cs.indices(self.shape[2]))
+        out = np.full((bands.size, len(rows), len(cols)), np.nan, dtype=np.float32)
+        # a chip of the report asks for a few hundred pixels: the parts it overlaps, found by
+        # arithmetic on the slices (not by comparing every row and column index with every part)
         for (r0, r1, c0, c1), path in self._parts:
-            ri = np.flatnonzero((rows >= r0) & (rows < r1))
-            ci = np.flatnonzero((cols >= c0) & (cols < c1))
-            if ri.size == 0 or ci.size == 0:
+            ri, ci = _span(rows, r0, r1), _span(cols, c0, c1)
+            if ri is None or ci is None:
                 continue
+            # mapped per read, not kept: pages of a whole composite read once (the RGB COGs) would
+            # stay in the process's resident set while the maps live
             mm = np.load(path, mmap_mode="r")
-            dn = mm[np.ix_(bands, rows[ri] - r0, cols[ci] - c0)]
+            src = (bands, _shifted(rows[ri], r0), _shifted(cols[ci], c0))
+            dn = mm[src]  # (bands, h, w): one fancy index, two slices
             vals = dn.astype(np.float32) * _DN
             vals[:, (dn == 0).any(axis=0)] = np.nan
-            out[np.ix_(np.arange(bands.size), ri, ci)] = vals
+            out[:, ri, ci] = vals
         return out[0] if squeeze else out
 
     def __array__(self, dtype=None, copy=None):

@@ -49,7 +49,7 @@ def test_disk_composite_reads_windows_like_the_array(tmp_path):
     comp = DiskComposite(full.shape, tmp_path, "before")
     for r0, r1, c0, c1 in [(0, 30, 0, 50), (0, 30, 50, 90), (30, 70, 0, 90)]:
         comp.put((r0, r1, c0, c1), dn[:, r0:r1, c0:c1])
-    for key in [(slice(None), slice(None), slice(None)), ([2, 1, 0], slice(10, 60, 3), slice(5, 85, 4)), (1, slice(25, 35), slice(45, 55)), ([3], slice(None, None, 7), slice(None, None, 9))]:
+    for key in [(slice(None), slice(None), slice(None)), ([2, 1, 0], slice(10, 60, 3), slice(5, 85, 4)), (1, slice(25, 35), slice(45, 55)), ([3], slice(None, None, 7), slice(None, None, 9)), (slice(None), slice(60, 5, -4), slice(None, None, -1))]:
         got = comp[key]
         np.testing.assert_array_equal(got, want[key])
     np.testing.assert_array_equal(np.asarray(comp), want)

@@ -148,10 +148,15 @@ def _fit(
     trim_sigma: float = 3.0,
     trim_iter: int = 2,
     finite: bool = False,
+    values: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Normalisation:
     """:func:`fit_normalisation` on the candidate pixels given by their ascending flat indices
-    (``finite``: they are known to have data in every band of both composites)."""
+    (``finite``: they are known to have data in every band of both composites). ``values``: the
+    (B, idx.size) target and reference values at ``idx`` when the caller has them already (the
+    judged subsample), so they are not gathered again from the whole composites."""
     B = reference.shape[0]
+    if values is not None and not finite:
+        raise ValueError("values are taken only for candidates known to be finite")
     if not finite:  # data in both composites, tested on the candidates only (not on every pixel)
         ok = np.isfinite(reference.reshape(B, -1)[:, idx]).all(axis=0) & np.isfinite(target.reshape(B, -1)[:, idx]).all(axis=0)
         idx = idx[ok]
@@ -161,11 +166,15 @@ def _fit(
             f"radiometric normalisation: only {n} no-change pixels with data in both composites "
             f"(need {min_pixels}); the windows overlap too little or changed everywhere"
         )
-    if idx.size > FIT_SAMPLE:  # an even subsample: the fit of B gains and offsets needs no more
-        idx = idx[:: -(-idx.size // FIT_SAMPLE)]
+    step = -(-idx.size // FIT_SAMPLE)  # an even subsample: the fit of B gains and offsets needs no more
+    idx = idx[::step]
     n = idx.size
-    X = target.reshape(B, -1)[:, idx].astype(np.float64)  # (B, n)
-    Y = reference.reshape(B, -1)[:, idx].astype(np.float64)
+    if values is None:
+        X = target.reshape(B, -1)[:, idx].astype(np.float64)  # (B, n)
+        Y = reference.reshape(B, -1)[:, idx].astype(np.float64)
+    else:
+        X = values[0][:, ::step].astype(np.float64)
+        Y = values[1][:, ::step].astype(np.float64)
     keep = np.ones(n, dtype=bool)
     gain = np.ones(B)
     offset = np.zeros(B)
@@ -298,7 +307,9 @@ def normalise(
                 cut = np.partition(p, -k)[-k]
                 nc_s = p >= cut
         candidates = idx[nc_s]  # ascending flat indices, valid and with data by construction
-        norm = _fit(reference, target, candidates, min_pixels=min_pixels, finite=True)
+        B = reference.shape[0]
+        values = (ts.reshape(B, -1)[:, nc_s], rs.reshape(B, -1)[:, nc_s])
+        norm = _fit(reference, target, candidates, min_pixels=min_pixels, finite=True, values=values)
     else:
         nochange = np.asarray(nochange, dtype=bool)
         if nochange.shape != reference.shape[1:]:

@@ -133,3 +133,26 @@ def test_judged_pixels_equal_the_numpy_selection(shape, nan_rows, monkeypatch):
     np.testing.assert_array_equal(idx, want)
     np.testing.assert_array_equal(rs.reshape(B, -1), ref.reshape(B, -1)[:, want])
     np.testing.assert_array_equal(ts.reshape(B, -1), tgt.reshape(B, -1)[:, want])
+
+
+def test_fit_on_given_values_equals_the_fit_on_gathered_pixels(monkeypatch):
+    """normalise hands the fit the judged values it already holds: the same gains, offsets and
+    used pixels as gathering those candidates from the composites (also when thinned)."""
+    import importlib
+
+    N = importlib.import_module("pipeline.preprocess.normalise")
+    monkeypatch.setattr(N, "FIT_SAMPLE", 3000)
+    rng = np.random.default_rng(7)
+    B, shape = 4, (120, 110)
+    tgt = rng.random((B,) + shape).astype(np.float32)
+    ref = (1.1 * tgt + 0.02 + rng.normal(0, 0.01, tgt.shape)).astype(np.float32)
+    ref[:, :10, :10] += 0.3  # changed: trimmed
+    cand = np.flatnonzero(rng.random(shape) > 0.3)
+    values = (tgt.reshape(B, -1)[:, cand], ref.reshape(B, -1)[:, cand])
+    a = N._fit(ref, tgt, cand, finite=True)
+    b = N._fit(ref, tgt, cand, finite=True, values=values)
+    np.testing.assert_array_equal(a.gain, b.gain)
+    np.testing.assert_array_equal(a.offset, b.offset)
+    np.testing.assert_array_equal(a.nochange, b.nochange)
+    assert a.n_nochange == b.n_nochange < cand.size
+    np.testing.assert_allclose(a.gain, 1.1, rtol=0.02)  # reference ~ gain * target + offset
