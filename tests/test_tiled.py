@@ -205,6 +205,28 @@ def test_an_aoi_above_the_area_guard_needs_max_area(tmp_path, capsys):
     assert "big:" in capsys.readouterr().out
 
 
+def _reflectance_dn_numpy(refl):
+    """The plain numpy oracle of reflectance_dn."""
+    x = np.multiply(refl, 10000, dtype=np.result_type(refl.dtype, np.float32))
+    x = np.rint(np.fmin(np.fmax(x, 1), 65535)).astype(np.uint16)
+    x[:, ~np.isfinite(refl).all(axis=0)] = 0
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reflectance_dn_equals_the_numpy_expression(dtype):
+    """The fused kernel against the numpy expression: random reflectance with NaN, +-inf, values
+    below 0 and above 6.5535, half-DN ties, on a strided view (a tile's core of its composite)."""
+    rng = np.random.default_rng(11)
+    full = rng.uniform(-0.2, 7.0, (5, 90, 120)).astype(dtype)
+    full[:, ::7, ::5] = np.round(full[:, ::7, ::5] * 10000) / 10000 + 0.00005  # ties
+    for v in (np.nan, np.inf, -np.inf):
+        full[rng.integers(0, 5, 40), rng.integers(0, 90, 40), rng.integers(0, 120, 40)] = v
+    core = full[:, 7:80, 11:101]
+    np.testing.assert_array_equal(reflectance_dn(core), _reflectance_dn_numpy(core))
+    np.testing.assert_array_equal(reflectance_dn(full[[2, 1, 0]]), _reflectance_dn_numpy(full[[2, 1, 0]]))
+
+
 def test_reflectance_dn_clips_rounds_and_marks_missing_pixels():
     refl = np.array([[[0.12344, 0.12346, 7.0, -0.5, np.inf, 0.2]], [[0.3, 0.3, 0.3, 0.3, 0.3, np.nan]]], np.float32)
     dn = reflectance_dn(refl)

@@ -614,6 +614,33 @@ def histogram(values, mask, use_mask, lo, denom, fn, edges, counts_out):
 
 
 @njit(**FLAGS)
+def reflectance_to_dn(refl, scale, lo, hi, out):
+    """out = rint(min(max(refl x scale, lo), hi)) as uint16 over (B, H, W) float (any strides; the
+    product in ``refl``'s precision, ``scale`` of its dtype); 0 in every band where any band is
+    not finite. One pass over rows, in parallel, with no float temporary."""
+    B, H, W = refl.shape
+    for i in prange(H):
+        bad = np.zeros(W, np.bool_)
+        for b in range(B):
+            r = refl[b, i]
+            for j in range(W):
+                bad[j] |= not np.isfinite(r[j])
+        for b in range(B):
+            r = refl[b, i]
+            o = out[b, i]
+            for j in range(W):
+                if bad[j]:
+                    o[j] = 0
+                else:
+                    x = r[j] * scale
+                    if x < lo:
+                        x = lo
+                    if x > hi:
+                        x = hi
+                    o[j] = np.uint16(np.rint(x))
+
+
+@njit(**FLAGS)
 def dn_to_reflectance(dn, sel, valid, off, out, counts):
     """out[k] = (dn[sel[k]] - off) * 1e-4 over (B, H, W) uint16; NaN in every band where ``valid``
     is False or any selected band is 0 (no data). ``counts`` (H, 2) int64 receives per row the
