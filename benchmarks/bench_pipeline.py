@@ -449,7 +449,7 @@ def decode_worker(folder: str) -> None:
 
 def bench_scale(sizes: list[int], folder: Path) -> dict:
     say(f"\n== 3. s2watch detect from {sizes[0]}^2 to {sizes[-1]}^2 px (local per-band COGs, 7 bands + SCL per date; "
-        "grids above 40 Mpx are processed in 2048 px tiles) ==")
+        "grids above 40 Mpx are processed in tiles of pipeline.tiled.TILE_PX) ==")
     rows = []
     for n in sizes:
         sub = folder / f"scale_{n}"

@@ -26,7 +26,7 @@ The file is TOML::
     max_cloud = 60.0
     executor = "serial"                 # or "dask"
     scheduler = "tcp://127.0.0.1:8786"
-    tile_px = 2048                      # detect every AOI in tiles of N px (default: those above 40 Mpx); 0 = never
+    tile_px = 3072                      # detect every AOI in tiles of N px (default: those above 40 Mpx); 0 = never
     halo_px = 128
     memory_gb = 6                       # without tile_px, tile an AOI whose reference would exceed it in one pass
     fail_on_change = false
@@ -131,7 +131,7 @@ class Config:
         ``tcp://HOST:PORT`` of a dask scheduler; ``None`` starts a LocalCluster.
     tile_px : int or None
         Core size of the tiles a large AOI is detected in (see :mod:`pipeline.tiled`), pixels.
-        ``None``: 2048 px tiles for an AOI grid above 40 Mpx, else one pass; ``0``: never tile.
+        ``None``: 3072 px tiles for an AOI grid above 40 Mpx, else one pass; ``0``: never tile.
         The choice does not depend on the executor, so serial and dask runs give the same outputs;
         on the dask executor the tiles of a tiled AOI are what the workers share.
     halo_px : int

@@ -38,7 +38,7 @@ def register(sub) -> None:
         default=None,
         metavar="N",
         help="detect tile by tile, cores of N x N px with a halo (bounded memory; see pipeline.tiled). Default: "
-        "tiles of 2048 px when the AOI grid exceeds 40 Mpx or with --executor dask, smaller ones when long windows would "
+        "tiles of 3072 px when the AOI grid exceeds 40 Mpx or with --executor dask, smaller ones when long windows would "
         "exceed --memory-gb, else one pass; 0 = never tile",
     )
     p.add_argument("--halo-px", type=int, default=128, metavar="N", help="halo read around each tile, px")

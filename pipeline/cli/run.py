@@ -45,7 +45,7 @@ def register(sub) -> None:
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="dask scheduler (default: a local cluster)")
     p.add_argument("--tile-px", type=int, default=None, metavar="N",
                    help="detect AOIs in tiles of N x N px with a halo, in bounded memory; on dask the tiles of such an "
-                   "AOI run on the workers (default: 2048 px tiles for AOIs above 40 Mpx; 0 = never tile)")
+                   "AOI run on the workers (default: 3072 px tiles for AOIs above 40 Mpx; 0 = never tile)")
     p.add_argument("--halo-px", type=int, default=None, metavar="N", help="halo read around each tile, px (default 128)")
     p.add_argument("--memory-gb", type=float, default=None, metavar="GIB",
                    help="memory budget: without --tile-px, an AOI whose reference period holds so many acquisitions that one "
