@@ -7,6 +7,7 @@ straddles 24 E) give one seamless stack and outputs always share one pixel latti
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,8 +120,7 @@ class Grid:
     def lonlat(self, rows, cols):
         """WGS84 longitude and latitude of pixel centres."""
         x, y = self.xy(rows, cols)
-        tr = Transformer.from_crs(self.epsg, 4326, always_xy=True)
-        return tr.transform(x, y)
+        return _transformer(self.epsg, 4326).transform(x, y)
 
     def to_dict(self) -> dict:
         return {
@@ -143,5 +143,22 @@ def reproject_geometry(geom, src_epsg: int, dst_epsg: int):
 
     if src_epsg == dst_epsg:
         return geom
-    tr = Transformer.from_crs(src_epsg, dst_epsg, always_xy=True)
+    tr = _transformer(src_epsg, dst_epsg)
     return shapely.transform(geom, lambda x, y: tr.transform(x, y), interleaved=False)
+
+
+_TRANSFORMERS = threading.local()
+
+
+def _transformer(src_epsg: int, dst_epsg: int) -> Transformer:
+    """The (lon/lat-ordered) transformer between two EPSG codes, made once per thread: creating
+    one costs about 0.3 ms, and the objects of a whole-tile run reprojected 1 761 geometries one by
+    one; kept per thread because a pyproj transformer must not be used by two threads at once."""
+    cache = getattr(_TRANSFORMERS, "cache", None)
+    if cache is None:
+        cache = _TRANSFORMERS.cache = {}
+    key = (int(src_epsg), int(dst_epsg))
+    tr = cache.get(key)
+    if tr is None:
+        tr = cache[key] = Transformer.from_crs(key[0], key[1], always_xy=True)
+    return tr
