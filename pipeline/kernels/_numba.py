@@ -570,17 +570,21 @@ def finite_minmax(values, mask, use_mask):
 
 
 @njit(**FLAGS)
-def histogram(values, mask, use_mask, lo, denom, fn, edges, counts_out):
-    """Uniform-bin histogram of the finite values in [lo, lo + denom], bin for bin as ``np.histogram``.
+def histogram(values, mask, use_mask, lo, scale, edges, counts_out):
+    """Uniform-bin histogram of the finite values in [edges[0], edges[-1]], bin for bin as
+    ``np.histogram``: bin k holds edges[k] <= v < edges[k + 1] (the last bin closed).
 
-    The bin index is computed in the dtype of ``values`` as numpy does, ``int(((v - lo) / denom) * fn)``
-    (``lo``, ``denom``, ``fn`` = n bins given in that dtype), then corrected against ``edges`` (length
-    n + 1) like numpy's fast path.
+    The bin is estimated as ``int((v - lo) x scale)`` (``scale`` = n bins / (hi - lo), in the
+    dtype of ``values``), within one bin of the true one, then corrected against ``edges``
+    (length n + 1) as numpy's fast path corrects its own estimate, so the counts are numpy's. Each
+    chunk of rows counts into four interleaved histograms (pixel j into copy j % 4): a run of
+    pixels in one bin, the common case of a change statistic, then does not wait on the previous
+    increment of the same counter.
     """
     H, W = values.shape
     n = edges.shape[0] - 1
     nchunk = min(H, 64)
-    partial = np.zeros((nchunk, n), np.int64)
+    partial = np.zeros((nchunk, 4, n), np.int64)
     hi = edges[n]
     for c in prange(nchunk):
         r0 = c * H // nchunk
@@ -594,19 +598,16 @@ def histogram(values, mask, use_mask, lo, denom, fn, edges, counts_out):
                 if use_mask:
                     ok &= mask[i, j]
                 if ok:
-                    k = int(((v - lo) / denom) * fn)
-                    if k == n:
-                        k -= 1
+                    k = min(int((v - lo) * scale), n - 1)
                     if v < edges[k]:
                         k -= 1
-                    if k != n - 1 and v >= edges[k + 1]:
+                    elif k != n - 1 and v >= edges[k + 1]:
                         k += 1
-                    part[k] += 1
+                    part[j & 3, k] += 1
     for c in range(nchunk):
-        for k in range(n):
-            counts_out[k] += partial[c, k]
-
-
+        for q in range(4):
+            for k in range(n):
+                counts_out[k] += partial[c, q, k]
 
 
 # --------------------------------------------------------------------------------------------

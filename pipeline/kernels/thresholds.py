@@ -177,7 +177,7 @@ def _fast_histogram(values, mask, nbins: int):
         return None, float(lo)
     edges = np.linspace(lo, hi, int(nbins) + 1, endpoint=True, dtype=np.float32)
     counts = np.zeros(int(nbins), np.int64)
-    _numba.histogram(values, m, use, lo, np.float32(hi - lo), np.float32(nbins), edges, counts)
+    _numba.histogram(values, m, use, lo, np.float32(nbins) / np.float32(hi - lo), edges, counts)
     return counts, (edges[:-1] + edges[1:]) / 2.0
 
 

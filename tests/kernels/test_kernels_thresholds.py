@@ -122,6 +122,38 @@ def test_parallel_histogram_path_equals_plain_numpy_path(method):
     assert threshold(img, method, nbins=64) == threshold(img.reshape(-1), method, nbins=64)
 
 
+@pytest.mark.parametrize("nbins", [2, 7, 256])
+def test_kernel_histogram_counts_equal_numpy_bin_for_bin(nbins):
+    """The counts behind the one-pass thresholds are np.histogram's, bin for bin, where the bin
+    estimate is most fragile: values exactly on every edge and one float32 step either side of
+    it, long runs of one value (the pixel-to-sub-histogram interleave), NaN/inf, and a mask."""
+    from pipeline.kernels.thresholds import _fast_histogram
+
+    rng = np.random.default_rng(3)
+    lo, hi = np.float32(-0.37), np.float32(5.3)
+    edges = np.linspace(lo, hi, nbins + 1, dtype=np.float32)
+    near = np.concatenate([edges, np.nextafter(edges, np.float32(-np.inf)), np.nextafter(edges, np.float32(np.inf))])
+    near = near[(near >= lo) & (near <= hi)]
+    vals = np.concatenate([near, np.repeat(np.float32(0.5), 999), rng.exponential(0.4, 20_000).astype(np.float32) + lo, [lo, hi]])
+    vals = np.clip(vals, lo, hi).astype(np.float32)
+    rng.shuffle(vals)
+    W = 173
+    img = np.full(((vals.size + W - 1) // W + 2) * W, np.nan, np.float32)
+    img[: vals.size] = vals
+    img = img.reshape(-1, W)
+    img[-1, :5] = np.inf
+    img[-1, 5:9] = -np.inf
+    finite = img[np.isfinite(img)]
+    counts, centers = _fast_histogram(img, None, nbins)
+    want, want_edges = np.histogram(finite, bins=nbins)
+    np.testing.assert_array_equal(counts, want)
+    np.testing.assert_array_equal(centers, (want_edges[:-1] + want_edges[1:]) / 2.0)
+    mask = rng.random(img.shape) < 0.5
+    counts, _ = _fast_histogram(img, mask, nbins)
+    sel = img[mask & np.isfinite(img)]
+    np.testing.assert_array_equal(counts, np.histogram(sel, bins=nbins)[0])
+
+
 def test_apply_threshold_with_mask():
     img = mixture(5000, 0.0, 1.0, 5000, 4.0, 1.0, seed=8)
     mask = np.zeros(img.shape, bool)
