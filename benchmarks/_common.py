@@ -266,6 +266,58 @@ def np_irmad_transform(before, after, result):
     return chi.reshape(H, W), p.reshape(H, W)
 
 
+def synthetic_clear_mask_inputs(img: np.ndarray, seed: int = 0):
+    """Reflectance (B, H, W) float32 of ``img`` (``np_refl``; bands named B02 B03 B04 B8A B11 B12,
+    the NIR standing in for B8A), with NaN strips, bright white low-SWIR cloud rectangles on about
+    2 % of the grid, and an SCL layer (uint8) of vegetation and bare soil with cloud, cirrus and
+    shadow rectangles on about 3 %."""
+    rng = np.random.default_rng(seed)
+    B, H, W = img.shape
+    refl = np_refl(img)
+    names = ("B02", "B03", "B04", "B8A", "B11", "B12")[:B]
+    scl = np.where(rng.random((H, W)) < 0.5, 4, 5).astype(np.uint8)
+
+    def rects(frac):
+        area, out = 0, []
+        while area < frac * H * W:
+            h, w = rng.integers(4, max(5, H // 40), 2)
+            y, x = rng.integers(0, H - h), rng.integers(0, W - w)
+            out.append((slice(y, y + h), slice(x, x + w)))
+            area += h * w
+        return out
+
+    for sl in rects(0.03):
+        scl[sl] = rng.choice([3, 8, 9, 10])
+    for sl in rects(0.02):
+        refl[0][sl], refl[2][sl] = 0.45, 0.42
+        if B > 4:
+            refl[3][sl], refl[4][sl] = 0.5, 0.3
+    for sl in rects(0.002):
+        refl[rng.integers(0, B)][sl] = np.nan
+    return refl, scl, names
+
+
+def np_clear_mask(refl, scl, names):
+    """``clear_mask`` of bench_speed in plain numpy and scipy (np.isin, float32 expressions with
+    temporaries, ``scipy.ndimage.binary_dilation`` with the same disk)."""
+    from scipy import ndimage
+
+    from pipeline.preprocess.cloudmask import MaskParams
+    from pipeline.preprocess.cloudmask import _disk
+
+    p = MaskParams()
+    g = {n: refl[k] for k, n in enumerate(names)}
+    f32 = np.float32
+    nodata = np.isnan(refl).any(axis=0)
+    bad = np.isin(scl, list(p.scl_classes))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        white = g["B02"] / np.maximum(g["B04"], f32(1e-4))
+        swir = g["B11"] / np.maximum(g["B8A"], f32(1e-4))
+        bad |= (g["B02"] > f32(p.cloud_blue)) & (white > f32(p.cloud_whiteness)) & (swir < f32(p.cloud_swir_ratio))
+    bad = ndimage.binary_dilation(bad, structure=_disk(p.dilate_px))
+    return ~nodata & ~bad
+
+
 def np_otsu(values):
     from skimage.filters import threshold_otsu
 

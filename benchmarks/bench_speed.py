@@ -172,7 +172,37 @@ def bench_kernels(N: int, bw: float, repeat: int) -> list[dict]:
     t_np = C.best_time(lambda: C.np_change_mask(cva_vals, t_cva, valid), repeat=max(np_rep, 2))
     diff = float(np.count_nonzero(apply_threshold(cva_vals, t_cva, mask=valid) != C.np_change_mask(cva_vals, t_cva, valid)))
     row("change mask", t_k, t_np, npx * (4 + 1 + 1), diff, 0.0)
+    del mask_out, valid
+
+    # clear mask of one date, as mask_stack makes it for an L2A date: no data (any band NaN), SCL
+    # classes, the spectral cloud test, dilated by 3 px (the pipeline's kernels vs numpy + scipy)
+    refl, scl, names = C.synthetic_clear_mask_inputs(before, seed=5)
+    t_k = C.best_time(lambda: clear_mask(refl, scl, names), repeat=repeat)
+    t_np = C.best_time(lambda: C.np_clear_mask(refl, scl, names), repeat=np_rep)
+    got, want = clear_mask(refl, scl, names), C.np_clear_mask(refl, scl, names)
+    diff = float(np.count_nonzero(got != want))
+    say(f"  (clear mask: {100 * (1 - got.mean()):.1f}% of the pixels masked)")
+    row("clear mask (SCL+cloud)", t_k, t_np, npx * (B * 4 + 1 + 1), diff, 0.0)
+    del refl, scl, got, want
     return rows
+
+
+def clear_mask(refl, scl, names):
+    """The pipeline's clear mask of one date: ``pipeline.preprocess.cloudmask`` pieces as
+    ``mask_stack`` chains them (``any_nan``, the SCL lookup table, ``spectral_cloud_mask``,
+    ``dilate``)."""
+    from pipeline.preprocess.cloudmask import MaskParams
+    from pipeline.kernels import _numba as K
+    from pipeline.preprocess.cloudmask import _class_lut, dilate, spectral_cloud_mask
+
+    p = MaskParams()
+    ok = np.empty((1,) + refl.shape[1:], bool)
+    K.any_nan(refl[None], ok)
+    bad = _class_lut(p.scl_classes)[scl]
+    bad |= spectral_cloud_mask(refl, names, params=p)
+    bad = dilate(bad, p.dilate_px)
+    np.logical_or(bad, ok[0], out=bad)
+    return np.logical_not(bad, out=bad)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def test_quick_benchmark_runs_and_kernels_match_numpy(project_root, tmp_path):
         "otsu threshold",
         "otsu threshold, 1/16 sample (approximate)",
         "change mask",
+        "clear mask (SCL+cloud)",
     ]
     for k in res["kernels"]:
         assert k["same"], k
