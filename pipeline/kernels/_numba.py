@@ -576,38 +576,46 @@ def histogram(values, mask, use_mask, lo, scale, edges, counts_out):
 
     The bin is estimated as ``int((v - lo) x scale)`` (``scale`` = n bins / (hi - lo), in the
     dtype of ``values``), within one bin of the true one, then corrected against ``edges``
-    (length n + 1) as numpy's fast path corrects its own estimate, so the counts are numpy's. Each
-    chunk of rows counts into four interleaved histograms (pixel j into copy j % 4): a run of
-    pixels in one bin, the common case of a change statistic, then does not wait on the previous
-    increment of the same counter.
+    (length n + 1) as numpy's fast path corrects its own estimate, so the counts are numpy's. The
+    estimate of a row is computed first in a branch-free loop that vectorises, then corrected and
+    counted. Each chunk of rows counts into four interleaved histograms (pixel j into copy j % 4):
+    a run of pixels in one bin, the common case of a change statistic, then does not wait on the
+    previous increment of the same counter.
     """
     H, W = values.shape
     n = edges.shape[0] - 1
     nchunk = min(H, 64)
-    partial = np.zeros((nchunk, 4, n), np.int64)
+    partial = np.zeros((nchunk, 4 * n), np.int64)
     hi = edges[n]
     for c in prange(nchunk):
         r0 = c * H // nchunk
         r1 = (c + 1) * H // nchunk
         part = partial[c]
+        est = np.empty(W, np.int32)
         for i in range(r0, r1):
             r = values[i]
+            # pass 1, branch-free so that it vectorises: the estimated bin, -1 outside the range
             for j in range(W):
                 v = r[j]
                 ok = (v >= lo) & (v <= hi)
                 if use_mask:
                     ok &= mask[i, j]
-                if ok:
-                    k = min(int((v - lo) * scale), n - 1)
+                k = min(np.int32((v - lo) * scale) if ok else np.int32(0), n - 1)
+                est[j] = k if ok else -1
+            # pass 2: correct against the edges and count
+            for j in range(W):
+                k = est[j]
+                if k >= 0:
+                    v = r[j]
                     if v < edges[k]:
                         k -= 1
                     elif k != n - 1 and v >= edges[k + 1]:
                         k += 1
-                    part[j & 3, k] += 1
+                    part[(j & 3) * n + k] += 1
     for c in range(nchunk):
         for q in range(4):
             for k in range(n):
-                counts_out[k] += partial[c, q, k]
+                counts_out[k] += partial[c, q * n + k]
 
 
 # --------------------------------------------------------------------------------------------
