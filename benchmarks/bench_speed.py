@@ -189,16 +189,16 @@ def bench_kernels(N: int, bw: float, repeat: int) -> list[dict]:
 
 def clear_mask(refl, scl, names):
     """The pipeline's clear mask of one date: ``pipeline.preprocess.cloudmask`` pieces as
-    ``mask_stack`` chains them (``any_nan``, the SCL lookup table, ``spectral_cloud_mask``,
+    ``mask_stack`` chains them (``any_nan``, ``scl_in``, ``spectral_cloud_mask``,
     ``dilate``)."""
     from pipeline.preprocess.cloudmask import MaskParams
     from pipeline.kernels import _numba as K
-    from pipeline.preprocess.cloudmask import _class_lut, dilate, spectral_cloud_mask
+    from pipeline.preprocess.cloudmask import dilate, scl_in, spectral_cloud_mask
 
     p = MaskParams()
     ok = np.empty((1,) + refl.shape[1:], bool)
     K.any_nan(refl[None], ok)
-    bad = _class_lut(p.scl_classes)[scl]
+    bad = scl_in(scl, p.scl_classes)
     bad |= spectral_cloud_mask(refl, names, params=p)
     bad = dilate(bad, p.dilate_px)
     np.logical_or(bad, ok[0], out=bad)

@@ -1117,6 +1117,69 @@ def binary_dilation_sparse(mask, dy, dx, out):
                         out[y, x] = True
 
 
+@njit(**FLAGS)
+def binary_dilation_rows(mask, half, out):
+    """``out`` = ``scipy.ndimage.binary_dilation(mask, structure)`` for a structuring element
+    whose row ``k`` (offset ``k - R`` from the centre, ``R = len(half) // 2``) is the run of
+    columns ``-half[k] .. half[k]`` (``half[k] < 0``: an empty row), e.g. a disc or a diamond;
+    ``mask`` and ``out`` are (H, W) uint8 views of bool arrays.
+
+    Work per pixel whatever the density, in parallel over rows: each row's distance to its
+    nearest set pixel in the row (two passes, capped above the widest run), then each output row
+    ORs ``distance <= half[k]`` of the rows ``k - R`` away. A dense mask (a cloudy date) costs a
+    few passes instead of one scattered write per set pixel and element.
+    """
+    H, W = mask.shape
+    K = half.shape[0]
+    R = K // 2
+    cap = 1
+    for k in range(K):
+        cap = max(cap, half[k] + 1)
+    dist = np.empty((H, W), np.uint8)
+    rowany = np.zeros(H, np.bool_)
+    for i in prange(H):
+        r = mask[i]
+        d = dist[i]
+        last = -(1 << 30)
+        for j in range(W):
+            if r[j]:
+                last = j
+            d[j] = min(j - last, cap)
+        if last >= 0:
+            rowany[i] = True
+            last = 1 << 30
+            for jj in range(W):
+                j = W - 1 - jj
+                if r[j]:
+                    last = j
+                d[j] = min(d[j], min(last - j, cap))
+    for i in prange(H):
+        o = out[i]
+        for j in range(W):
+            o[j] = 0
+        for k in range(K):
+            y = i + k - R
+            if y < 0 or y >= H or half[k] < 0 or not rowany[y]:
+                continue
+            d = dist[y]
+            w = np.uint8(half[k])
+            for j in range(W):
+                o[j] |= d[j] <= w
+
+
+@njit(**FLAGS)
+def lookup_u8(lut, codes, out):
+    """out = lut[codes] over a (T, H, W) uint8 array, for a (256,) table; in parallel, one pass."""
+    T, H, W = codes.shape
+    for r in prange(T * H):
+        t = r // H
+        i = r - t * H
+        c = codes[t, i]
+        o = out[t, i]
+        for j in range(W):
+            o[j] = lut[c[j]]
+
+
 @njit(**SERIAL)
 def binary_erosion_sparse(mask, dy, dx, out):
     """``out`` = ``scipy.ndimage.binary_erosion(mask, structure)`` (border value 0: outside the

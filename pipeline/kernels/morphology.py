@@ -84,14 +84,44 @@ def binary_opening(mask: np.ndarray, *, radius_px: int) -> np.ndarray:
     return out
 
 
+def _row_half_widths(structure: np.ndarray) -> np.ndarray | None:
+    """Per row of a structuring element, the half-width of its run of set columns centred on the
+    middle column (-1 for an empty row); None unless every row is such a run (a disc, a diamond,
+    a rectangle of odd width)."""
+    se = np.asarray(structure, dtype=bool)
+    c = se.shape[1] // 2
+    half = np.full(se.shape[0], -1, np.int64)
+    for k, row in enumerate(se):
+        cols = np.flatnonzero(row)
+        if cols.size == 0:
+            continue
+        w = c - int(cols[0])
+        if int(cols[-1]) != c + w or cols.size != 2 * w + 1 or w > 250:
+            return None
+        half[k] = w
+    return half
+
+
+DENSE_DILATION = 0.5
+"""A dilation runs per row (:func:`._numba.binary_dilation_rows`, a few passes over the grid)
+instead of scattering from the set pixels when set pixels x structure elements exceed this many
+per grid pixel (measured on a 4096^2 mask with a radius-3 disc: equal cost near 1.2 % set; at
+17 % set 50 ms against 120 ms)."""
+
+
 def binary_dilation(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.binary_dilation(mask, structure)`` for a symmetric structuring element
-    (odd sides), scattered from the set pixels: a cloud mask setting a few percent of the grid
-    costs that few percent. A new (H, W) bool array."""
+    (odd sides). A sparse mask (a few percent set) is scattered from its set pixels, so it costs
+    that few percent; a dense one (a cloudy date) runs row by row in parallel when each row of the
+    element is a centred run (:data:`DENSE_DILATION`). A new (H, W) bool array."""
     mask = _check(mask, 0)
     dy, dx = _offsets(structure)
     out = np.empty_like(mask)
-    _numba.binary_dilation_sparse(mask, dy, dx, out)
+    half = _row_half_widths(structure)
+    if half is not None and np.count_nonzero(mask) * dy.size > DENSE_DILATION * mask.size:
+        _numba.binary_dilation_rows(mask.view(np.uint8), half, out.view(np.uint8))
+    else:
+        _numba.binary_dilation_sparse(mask, dy, dx, out)
     return out
 
 

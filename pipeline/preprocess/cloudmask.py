@@ -173,7 +173,7 @@ def scl_mask(scl: np.ndarray, *, classes: Sequence[int] = SCL.MASKED, dilate_px:
     scl = np.asarray(scl)
     if scl.ndim not in (2, 3):
         raise ValueError(f"scl must be (H, W) or (T, H, W), got shape {scl.shape}")
-    bad = _class_lut(classes)[scl.astype(np.uint8, copy=False)]
+    bad = scl_in(scl, classes)
     return dilate(bad, dilate_px)
 
 
@@ -347,6 +347,21 @@ def _class_lut(classes) -> np.ndarray:
     return lut
 
 
+def scl_in(scl: np.ndarray, classes) -> np.ndarray:
+    """``np.isin(scl, classes)`` for a (H, W) or (T, H, W) SCL layer: a lookup table in one
+    parallel pass (:func:`pipeline.kernels._numba.lookup_u8`; numpy's ``lut[scl]`` took 22 ms on
+    4096^2 pixels, this 2-3 ms)."""
+    from ..kernels import _numba as K
+
+    scl = np.asarray(scl)
+    if scl.ndim not in (2, 3):
+        raise ValueError(f"scl must be (H, W) or (T, H, W), got shape {scl.shape}")
+    codes = np.ascontiguousarray(scl, dtype=np.uint8)
+    out = np.empty(codes.shape, bool)
+    K.lookup_u8(_class_lut(classes), codes.reshape((-1,) + codes.shape[-2:]), out.reshape((-1,) + codes.shape[-2:]))
+    return out
+
+
 def _scl_only(stack_scl, refl, bands, data_ok, p, *, n_dates: int | None = None):
     if stack_scl is None:
         raise ValueError("mask method 'scl' needs an SCL layer; this stack has none (L1C?): use 'spectral' or 'auto'")
@@ -360,7 +375,7 @@ def _spectral(stack_scl, refl, bands, data_ok, p, *, use_scl: bool = False, n_da
     n = T if n_dates is None else n_dates
     bad = np.zeros(data_ok.shape, dtype=bool)
     if use_scl:
-        bad |= _class_lut(p.scl_classes)[stack_scl.astype(np.uint8, copy=False)]
+        bad |= scl_in(stack_scl, p.scl_classes)
     cand = np.stack([spectral_cloud_mask(refl[t], bands, params=p) for t in range(T)]) if T else bad.copy()
     if n >= 3:
         # a cloud is also brighter than the window's median; a new bright roof present on most

@@ -55,6 +55,37 @@ def test_dilation_equals_scipy_for_symmetric_structures():
         binary_dilation(np.zeros((4, 4), bool), np.array([[1, 1, 0]], bool))
 
 
+@pytest.mark.parametrize("radius", [1, 3, 6])
+def test_dense_and_sparse_dilation_kernels_both_equal_scipy(radius):
+    """The row kernel (dense masks) and the scatter (sparse ones) give scipy's dilation on the
+    same masks, whichever the density would pick: blobs touching every edge, single pixels,
+    full and empty rows, a full mask."""
+    from pipeline.kernels import _numba
+    from pipeline.kernels.morphology import _offsets, _row_half_widths
+
+    rng = np.random.default_rng(radius)
+    se = disk(radius).astype(bool)
+    half = _row_half_widths(se)
+    assert half is not None and list(half) == [int(row.sum()) // 2 for row in se]
+    dy, dx = _offsets(se)
+    masks = [rng.random(rng.integers(1, 90, 2)) < rng.uniform(0.0, 0.8) for _ in range(30)]
+    masks += [ndimage.binary_dilation(rng.random((64, 97)) < 0.01, iterations=3), np.ones((7, 5), bool), np.zeros((5, 9), bool)]
+    edge = np.zeros((20, 20), bool)
+    edge[0, 0] = edge[19, 19] = edge[0, 19] = edge[10, :] = True
+    masks.append(edge)
+    for mask in masks:
+        want = ndimage.binary_dilation(mask, structure=se)
+        rows, scattered = np.empty_like(mask), np.empty_like(mask)
+        _numba.binary_dilation_rows(mask.view(np.uint8), half, rows.view(np.uint8))
+        _numba.binary_dilation_sparse(mask, dy, dx, scattered)
+        np.testing.assert_array_equal(rows, want)
+        np.testing.assert_array_equal(scattered, want)
+    # elements whose rows are not centred runs take the scatter
+    assert _row_half_widths(np.array([[1, 1, 0], [0, 1, 0], [0, 1, 1]], bool)) is None
+    assert _row_half_widths(np.array([[1, 0, 1], [1, 1, 1], [1, 0, 1]], bool)) is None
+    assert list(_row_half_widths(np.ones((3, 5), bool))) == [2, 2, 2]
+
+
 @pytest.mark.parametrize("connectivity", [1, 2])
 def test_label_equals_scipy_labels_and_numbering(connectivity):
     """Same labels, numbered alike (raster order of each region's first pixel), on random masks

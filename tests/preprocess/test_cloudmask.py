@@ -170,6 +170,18 @@ def test_surface_guard_only_without_a_window_median():
     assert r.clear[:, 230:240, 200:212].all()
 
 
+def test_scl_in_equals_isin_for_every_code_and_shape():
+    from pipeline.preprocess.cloudmask import scl_in
+
+    rng = np.random.default_rng(3)
+    for shape in ((256, 3), (4, 17, 256), (1, 1)):
+        scl = rng.integers(0, 256, shape).astype(np.uint8)
+        for classes in (SCL.MASKED, (0,), (255, 1), ()):
+            np.testing.assert_array_equal(scl_in(scl, classes), np.isin(scl, classes))
+    with pytest.raises(ValueError, match="shape"):
+        scl_in(np.zeros(5, np.uint8), SCL.MASKED)
+
+
 def test_spectral_cloud_kernel_and_data_mask_equal_numpy():
     """The fused cloud test and the no-data mask against the plain numpy expressions, on values
     around every threshold, tiny and zero denominators and NaN bands."""
