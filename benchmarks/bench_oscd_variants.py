@@ -18,7 +18,8 @@ averaged over 27 (14) mutually exclusive rings up to 200 (100) pixels; threshold
 before image shifted by up to 1 px, one way or both ways; thresholds k 5-7), ``sam`` (z-scored CVA
 and the spectral angle between the dates in robust z units, in quadrature, the angle weighted
 0.25-1; thresholds k 6-8), ``landscaping`` (``ObjectParams.landscaping_m``: vegetation growth
-within 0-100 m of a non-natural object counted as part of that development, or off).
+within 0-100 m of a non-natural object counted as part of that development, or off), ``area``
+(``ObjectParams.min_area_m2`` 1600-3200 m^2 x ``smooth_px`` 1, 1.5).
 """
 
 from __future__ import annotations
@@ -179,14 +180,17 @@ def sweeps(name: str) -> dict:
             for k in (6.0, 7.0, 8.0):
                 out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
         return out
+    if name == "area":
+        return {f"min_area_m2={a:g} smooth {sp:g}": replace(P, smooth_px=sp, objects=replace(P.objects, min_area_m2=a))
+                for sp in (1.0, 1.5) for a in (1600.0, 2000.0, 2400.0, 2800.0, 3200.0)}
     if name == "landscaping":
         return {f"landscaping_m={d}": replace(P, objects=replace(P.objects, landscaping_m=d)) for d in (None, 0.0, 20.0, 50.0, 100.0)}
-    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc, tolerant, sam or landscaping")
+    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc, tolerant, sam, landscaping or area")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant, sam, landscaping")
+    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant, sam, landscaping, area")
     ap.add_argument("--oscd", default=str(ROOT.parent / "shared" / "data" / "oscd-dev"))
     args = ap.parse_args(argv)
     root = Path(args.oscd)
