@@ -1180,6 +1180,52 @@ def lookup_u8(lut, codes, out):
             o[j] = lut[c[j]]
 
 
+@njit(**FLAGS)
+def label_counts(labels, n):
+    """(counts, outside): pixels of each label 0..n of a (H, W) integer label image, in parallel
+    chunks of rows with their own counters, and the number of pixels outside 0..n (not counted)."""
+    H, W = labels.shape
+    nchunk = min(H, 16)
+    part = np.zeros((nchunk, n + 1), np.int64)
+    bad = np.zeros(nchunk, np.int64)
+    for c in prange(nchunk):
+        p = part[c]
+        for i in range(c * H // nchunk, (c + 1) * H // nchunk):
+            r = labels[i]
+            for j in range(W):
+                v = r[j]
+                if v != 0:
+                    if 0 < v <= n:
+                        p[v] += 1
+                    else:
+                        bad[c] += 1
+    counts = np.zeros(n + 1, np.int64)
+    for c in range(nchunk):
+        for k in range(1, n + 1):
+            counts[k] += part[c, k]
+    outside = bad.sum()
+    counts[0] = H * W - outside - counts[1:].sum()
+    return counts, outside
+
+
+@njit(**FLAGS)
+def relabel_lut(labels, lut):
+    """labels[...] = lut[labels] in place over a (H, W) integer image, in parallel rows; pixels
+    outside 0..len(lut) - 1 are left and counted (the return value)."""
+    H, W = labels.shape
+    L = lut.shape[0]
+    bad = np.zeros(H, np.int64)
+    for i in prange(H):
+        r = labels[i]
+        for j in range(W):
+            v = r[j]
+            if 0 <= v < L:
+                r[j] = lut[v]
+            else:
+                bad[i] += 1
+    return bad.sum()
+
+
 @njit(**SERIAL)
 def binary_erosion_sparse(mask, dy, dx, out):
     """``out`` = ``scipy.ndimage.binary_erosion(mask, structure)`` (border value 0: outside the

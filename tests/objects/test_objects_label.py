@@ -214,3 +214,25 @@ def test_label_sizes_and_relabel_equal_the_whole_image_forms(rows):
     want = lut[labels]
     assert relabel(labels, lut, rows=rows) is labels
     np.testing.assert_array_equal(labels, want)
+
+
+def test_label_kernels_and_banded_forms_agree_and_reject_labels_outside_the_table():
+    """int32 images take the parallel kernels, others the banded numpy forms: the same counts and
+    relabelled images (label 0 relabelled too when the table says so); a label outside the table
+    raises as numpy's indexing does, and labels above ``n`` are not silently dropped from the sizes."""
+    from pipeline.objects.label import label_sizes, relabel
+
+    rng = np.random.default_rng(11)
+    base = rng.integers(0, 300, size=(257, 129))
+    base[rng.random(base.shape) < 0.6] = 0
+    lut = rng.permutation(301).astype(np.int32)  # lut[0] is not 0
+    want_sizes = np.bincount(base.ravel(), minlength=301)
+    for dtype in (np.int32, np.int64):
+        labels = base.astype(dtype)
+        np.testing.assert_array_equal(label_sizes(labels, 300), want_sizes)
+        np.testing.assert_array_equal(relabel(labels, lut.astype(dtype)), lut[base])
+    short = np.arange(200, dtype=np.int32)
+    with pytest.raises(IndexError):
+        relabel(base.astype(np.int32), short)
+    with pytest.raises(ValueError):  # a count for label 299 has nowhere to go in 0..199
+        label_sizes(base.astype(np.int32), 199)
