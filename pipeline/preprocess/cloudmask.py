@@ -358,6 +358,8 @@ def scl_in(scl: np.ndarray, classes) -> np.ndarray:
         raise ValueError(f"scl must be (H, W) or (T, H, W), got shape {scl.shape}")
     codes = np.ascontiguousarray(scl, dtype=np.uint8)
     out = np.empty(codes.shape, bool)
+    if not codes.size:
+        return out
     K.lookup_u8(_class_lut(classes), codes.reshape((-1,) + codes.shape[-2:]), out.reshape((-1,) + codes.shape[-2:]))
     return out
 

@@ -174,7 +174,7 @@ def test_scl_in_equals_isin_for_every_code_and_shape():
     from pipeline.preprocess.cloudmask import scl_in
 
     rng = np.random.default_rng(3)
-    for shape in ((256, 3), (4, 17, 256), (1, 1)):
+    for shape in ((256, 3), (4, 17, 256), (1, 1), (0, 5), (2, 0, 3)):
         scl = rng.integers(0, 256, shape).astype(np.uint8)
         for classes in (SCL.MASKED, (0,), (255, 1), ()):
             np.testing.assert_array_equal(scl_in(scl, classes), np.isin(scl, classes))
