@@ -6,7 +6,7 @@ classed ``vegetation`` or ``water``, the issue's reading). Leave-one-city-out: f
 variant best on the other four (pooled counts) is picked and scored on the held-out city; the
 held-out counts are pooled. Run::
 
-    .venv/bin/python benchmarks/bench_oscd_variants.py closing water k siroc tolerant sam landscaping [--oscd DIR]
+    .venv/bin/python benchmarks/bench_oscd_variants.py closing water k siroc tolerant sam landscaping area [--oscd DIR]
 
 Sweeps: ``closing`` (``DetectParams.closing_radius_px`` 0-4), ``water``
 (``ClassifyThresholds.water_swir_dark`` off/on), ``k`` (``robust_k`` 5.5-7 x closing 2, 3),
@@ -19,7 +19,11 @@ before image shifted by up to 1 px, one way or both ways; thresholds k 5-7), ``s
 and the spectral angle between the dates in robust z units, in quadrature, the angle weighted
 0.25-1; thresholds k 6-8), ``landscaping`` (``ObjectParams.landscaping_m``: vegetation growth
 within 0-100 m of a non-natural object counted as part of that development, or off), ``area``
-(``ObjectParams.min_area_m2`` 1600-3200 m^2 x ``smooth_px`` 1, 1.5).
+(``ObjectParams.min_area_m2`` 1600-3200 m^2 x ``smooth_px`` 1, 1.5), ``opening`` (opening radius
+0, 1 x area), ``floor`` (``min_cva`` 0-0.09), ``nochange`` (the normalisation's ``nochange_p`` x
+``nochange_min_fraction``), ``connectivity`` (labelling connectivity x ``touch_m``), ``localz``
+(band differences z-scored in 101 / 201 px windows, floored at 0.5 / 0.8 x the scene's spread)
+and ``strata`` (the robust threshold per NDVI stratum, 0.3 / 0.5, before or either date).
 """
 
 from __future__ import annotations
@@ -145,6 +149,58 @@ def _cva_sam_magnitude(weight: float):
     return magnitude
 
 
+def _local_z_magnitude(win: int, floor: float):
+    """Each band's difference standardised by its standard deviation in a ``win`` px window
+    (floored at ``floor`` x the scene's), instead of over the whole scene, summed in quadrature."""
+    from scipy import ndimage
+
+    def magnitude(before, after, sel, inside, irmad_res):
+        out = np.zeros(before.shape[1:], np.float64)
+        ok = inside & np.all(np.isfinite(before[sel]), axis=0) & np.all(np.isfinite(after[sel]), axis=0)
+        cnt = np.maximum(ndimage.uniform_filter(ok.astype(np.float64), win, mode="constant"), 1e-9)
+        for b in sel:
+            d = np.where(ok, after[b].astype(np.float64) - before[b], 0.0)
+            gm, gs = d[ok].mean(), d[ok].std()
+            m1 = ndimage.uniform_filter(d, win, mode="constant") / cnt
+            m2 = ndimage.uniform_filter(d * d, win, mode="constant") / cnt
+            scale = np.maximum(np.sqrt(np.maximum(m2 - m1 * m1, 0)), floor * gs)
+            z = (np.where(ok, after[b] - before[b], np.nan) - gm) / np.where(scale > 0, scale, 1.0)
+            out += z * z
+        return np.sqrt(out).astype(np.float32)
+
+    return magnitude
+
+
+def _strata_magnitude(ndvi_cut: float, which: str):
+    """z-CVA rescaled to the scene's median and MAD separately over vegetated pixels (NDVI above
+    ``ndvi_cut`` before, or on either date with ``which="max"``) and the rest, so that the robust
+    threshold acts per stratum."""
+    from pipeline.kernels.metrics import zscore_cva
+
+    def magnitude(before, after, sel, inside, irmad_res):
+        m = zscore_cva(before[sel], after[sel], mask=inside).astype(np.float64)
+        r, n = B.OSCD_PARAMS.bands.index("B04"), B.OSCD_PARAMS.bands.index("B08")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nb = (before[n] - before[r]) / (before[n] + before[r])
+            na = (after[n] - after[r]) / (after[n] + after[r])
+        veg = (nb > ndvi_cut) if which == "before" else (np.fmax(nb, na) > ndvi_cut)
+        ok = inside & np.isfinite(m)
+        gmed = np.median(m[ok])
+        gmad = 1.4826 * np.median(np.abs(m[ok] - gmed))
+        out = m.copy()
+        for stratum in (veg, ~veg):
+            sel_ = ok & stratum
+            if sel_.sum() < 1000:
+                continue
+            med = np.median(m[sel_])
+            mad = 1.4826 * np.median(np.abs(m[sel_] - med))
+            if mad > 0:
+                out[stratum] = gmed + (m[stratum] - med) / mad * gmad
+        return out.astype(np.float32)
+
+    return magnitude
+
+
 def sweeps(name: str) -> dict:
     P = B.OSCD_PARAMS
     th = P.objects.thresholds
@@ -183,14 +239,41 @@ def sweeps(name: str) -> dict:
     if name == "area":
         return {f"min_area_m2={a:g} smooth {sp:g}": replace(P, smooth_px=sp, objects=replace(P.objects, min_area_m2=a))
                 for sp in (1.0, 1.5) for a in (1600.0, 2000.0, 2400.0, 2800.0, 3200.0)}
+    if name == "opening":
+        return {f"opening {o} area {a:g}": replace(P, objects=replace(P.objects, opening_radius_px=o, min_area_m2=a))
+                for o in (0, 1) for a in (2000.0, 2400.0, 2800.0)}
+    if name == "floor":
+        return {f"min_cva {m}": replace(P, min_cva=m) for m in (0.0, 0.03, 0.05, 0.07, 0.09)}
+    if name == "nochange":
+        return {f"nochange_p {q} minfrac {f}": replace(P, nochange_p=q, nochange_min_fraction=f) for q in (0.8, 0.9, 0.95) for f in (0.3, 0.5, 0.7)}
+    if name == "connectivity":
+        return {f"connectivity {c} touch {t:g}": replace(P, objects=replace(P.objects, connectivity=c, touch_m=t)) for c in (1, 2) for t in (0.0, 20.0, 40.0)}
+    if name == "localz":
+        out = {"zscore_cva k 6 (OSCD_PARAMS)": P}
+        for win in (101, 201):
+            for floor in (0.5, 0.8):
+                key = f"localz_{win}_{floor}"
+                D.MAGNITUDES[key] = _local_z_magnitude(win, floor)
+                for k in (5.5, 6.0, 7.0):
+                    out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
+        return out
+    if name == "strata":
+        out = {"zscore_cva k 6 (OSCD_PARAMS)": P}
+        for cut in (0.3, 0.5):
+            for which in ("before", "max"):
+                key = f"strata_{cut}_{which}"
+                D.MAGNITUDES[key] = _strata_magnitude(cut, which)
+                for k in (5.5, 6.0, 6.5, 7.0):
+                    out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
+        return out
     if name == "landscaping":
         return {f"landscaping_m={d}": replace(P, objects=replace(P.objects, landscaping_m=d)) for d in (None, 0.0, 20.0, 50.0, 100.0)}
-    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc, tolerant, sam, landscaping or area")
+    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc, tolerant, sam, landscaping, area, opening, floor, nochange, connectivity, localz, strata")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant, sam, landscaping, area")
+    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant, sam, landscaping, area, opening, floor, nochange, connectivity, localz, strata")
     ap.add_argument("--oscd", default=str(ROOT.parent / "shared" / "data" / "oscd-dev"))
     args = ap.parse_args(argv)
     root = Path(args.oscd)
