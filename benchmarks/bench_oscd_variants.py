@@ -175,10 +175,8 @@ def _strata_magnitude(ndvi_cut: float, which: str):
     """z-CVA rescaled to the scene's median and MAD separately over vegetated pixels (NDVI above
     ``ndvi_cut`` before, or on either date with ``which="max"``) and the rest, so that the robust
     threshold acts per stratum."""
-    from pipeline.kernels.metrics import zscore_cva
-
     def magnitude(before, after, sel, inside, irmad_res):
-        m = zscore_cva(before[sel], after[sel], mask=inside).astype(np.float64)
+        m = D.MAGNITUDES["zscore_cva"](before, after, sel, inside, irmad_res).astype(np.float64)
         r, n = B.OSCD_PARAMS.bands.index("B04"), B.OSCD_PARAMS.bands.index("B08")
         with np.errstate(invalid="ignore", divide="ignore"):
             nb = (before[n] - before[r]) / (before[n] + before[r])

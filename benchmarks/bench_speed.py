@@ -191,9 +191,8 @@ def clear_mask(refl, scl, names):
     """The pipeline's clear mask of one date: ``pipeline.preprocess.cloudmask`` pieces as
     ``mask_stack`` chains them (``any_nan``, ``scl_in``, ``spectral_cloud_mask``,
     ``dilate``)."""
-    from pipeline.preprocess.cloudmask import MaskParams
     from pipeline.kernels import _numba as K
-    from pipeline.preprocess.cloudmask import dilate, scl_in, spectral_cloud_mask
+    from pipeline.preprocess.cloudmask import MaskParams, dilate, scl_in, spectral_cloud_mask
 
     p = MaskParams()
     ok = np.empty((1,) + refl.shape[1:], bool)

@@ -170,11 +170,7 @@ def scl_mask(scl: np.ndarray, *, classes: Sequence[int] = SCL.MASKED, dilate_px:
     (H, W) or (T, H, W) bool
         True where masked (NOT clear).
     """
-    scl = np.asarray(scl)
-    if scl.ndim not in (2, 3):
-        raise ValueError(f"scl must be (H, W) or (T, H, W), got shape {scl.shape}")
-    bad = scl_in(scl, classes)
-    return dilate(bad, dilate_px)
+    return dilate(scl_in(scl, classes), dilate_px)  # scl_in checks the shape
 
 
 def _band_index(bands: Sequence[str], name: str) -> int:
