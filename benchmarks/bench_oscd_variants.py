@@ -22,8 +22,13 @@ within 0-100 m of a non-natural object counted as part of that development, or o
 (``ObjectParams.min_area_m2`` 1600-3200 m^2 x ``smooth_px`` 1, 1.5), ``opening`` (opening radius
 0, 1 x area), ``floor`` (``min_cva`` 0-0.09), ``nochange`` (the normalisation's ``nochange_p`` x
 ``nochange_min_fraction``), ``connectivity`` (labelling connectivity x ``touch_m``), ``localz``
-(band differences z-scored in 101 / 201 px windows, floored at 0.5 / 0.8 x the scene's spread)
-and ``strata`` (the robust threshold per NDVI stratum, 0.3 / 0.5, before or either date).
+(band differences z-scored in 101 / 201 px windows, floored at 0.5 / 0.8 x the scene's spread),
+``strata`` (the robust threshold per NDVI stratum, 0.3 / 0.5, before or either date) and
+``bandweight`` (the default z-scored CVA with per-band weights on the z-differences,
+sqrt(sum_b (w_b z_b)^2): the 20 m SWIR bands B11, B12, resampled to 10 m and so spreading a change
+over their neighbours and carrying spatially correlated noise, weighted 0.5-1.25, the visible
+bands 1; weight 1 reproduces the default; thresholds k 5.5-7; red-edge B05 is not among the bands
+read, so no B05 variant).
 """
 
 from __future__ import annotations
@@ -199,6 +204,30 @@ def _strata_magnitude(ndvi_cut: float, which: str):
     return magnitude
 
 
+def _band_weight_magnitude(weights: dict[str, float]):
+    """The default z-scored CVA (:func:`pipeline.kernels.metrics.zscore_cva`: each band's difference
+    standardised with its mean and sample standard deviation over the pixels inside the AOI with
+    data in every selected band of both dates; float64 moments, float32 z and sum, as the kernel)
+    with a weight on each band's z-difference, sqrt(sum_b (w_b z_b)^2); bands not in ``weights``
+    weigh 1, so all weights 1 give the default magnitude."""
+
+    def magnitude(before, after, sel, inside, irmad_res):
+        d = np.stack([after[k].astype(np.float32) - before[k].astype(np.float32) for k in sel])
+        ok = inside & np.isfinite(d).all(axis=0)
+        n = int(ok.sum())
+        acc = np.zeros(d.shape[1:], np.float32)
+        for k, b in zip(sel, d):
+            v = b[ok].astype(np.float64)
+            mean = v.sum() / n
+            sd = np.sqrt(max((v * v).sum() / n - mean * mean, 0.0) * n / (n - 1))
+            z = (b - np.float32(mean)) * np.float32(1.0 / sd if sd > 0 else 0.0)
+            wz = np.float32(weights.get(B.OSCD_PARAMS.bands[k], 1.0)) * z
+            acc += wz * wz
+        return np.sqrt(acc)
+
+    return magnitude
+
+
 def sweeps(name: str) -> dict:
     P = B.OSCD_PARAMS
     th = P.objects.thresholds
@@ -264,14 +293,22 @@ def sweeps(name: str) -> dict:
                 for k in (5.5, 6.0, 6.5, 7.0):
                     out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
         return out
+    if name == "bandweight":
+        out = {"zscore_cva k 6 (OSCD_PARAMS)": P}
+        for w in (0.5, 0.75, 1.0, 1.25):
+            key = f"bandweight_swir_{w}"
+            D.MAGNITUDES[key] = _band_weight_magnitude({"B11": w, "B12": w})
+            for k in (5.5, 6.0, 7.0):
+                out[f"{key} k {k}"] = replace(P, magnitude=key, robust_k=k)
+        return out
     if name == "landscaping":
         return {f"landscaping_m={d}": replace(P, objects=replace(P.objects, landscaping_m=d)) for d in (None, 0.0, 20.0, 50.0, 100.0)}
-    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc, tolerant, sam, landscaping, area, opening, floor, nochange, connectivity, localz, strata")
+    raise SystemExit(f"unknown sweep {name!r}; use closing, water, k, siroc, tolerant, sam, landscaping, area, opening, floor, nochange, connectivity, localz, strata, bandweight")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant, sam, landscaping, area, opening, floor, nochange, connectivity, localz, strata")
+    ap.add_argument("sweep", nargs="+", help="closing, water, k, siroc, tolerant, sam, landscaping, area, opening, floor, nochange, connectivity, localz, strata, bandweight")
     ap.add_argument("--oscd", default=str(ROOT.parent / "shared" / "data" / "oscd-dev"))
     args = ap.parse_args(argv)
     root = Path(args.oscd)
