@@ -20,6 +20,9 @@ SERIAL = dict(parallel=False, fastmath=False, cache=True, nogil=True)
 """numba options of the small serial helpers."""
 
 NAN32 = np.float32(np.nan)
+SPAN = 256
+"""Columns per span of the IR-MAD passes: a span's row buffers (13 float64 and 14 float32 rows for
+six bands) stay in the L1 cache."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,32 +307,28 @@ def zscore_magnitude(before, after, ob, oa, sb, sa, zb, za, mean, inv_std, out):
 # IR-MAD
 
 
-@njit(**SERIAL)
-def chi2_sf(x, k):
-    """Survival function of the chi-square distribution with integer ``k`` degrees of freedom."""
-    if not (x > 0.0):
-        return 1.0 if x == x else math.nan
-    h = 0.5 * x
-    if k % 2 == 0:
-        term = 1.0
-        s = 1.0
-        for j in range(1, k // 2):
-            term *= h / j
-            s += term
-        return math.exp(-h) * s
-    s = math.erfc(math.sqrt(h))
-    term = math.sqrt(h) * math.exp(-h) * 2.0 / math.sqrt(math.pi)
-    for j in range((k - 1) // 2):
-        s += term
-        term *= h / (j + 1.5)
-    return s
+@njit(inline="always", **SERIAL)
+def _chi2_sf_lut(x, lut, inv_step):
+    """Chi-square survival function at ``x`` from the piecewise-cubic table built by
+    :func:`pipeline.kernels._dispatch.chi2_sf_table` (row i: the cubic in u = sqrt(x) * inv_step - i
+    on [i, i + 1); the last row holds the value at the table's end, used beyond it and for NaN)."""
+    last = lut.shape[0] - 1.0
+    t = math.sqrt(x) * inv_step
+    t = t if t < last else last
+    t = t if t > 0.0 else 0.0
+    i = int(t)
+    u = t - i
+    v = lut[i, 0] + u * (lut[i, 1] + u * (lut[i, 2] + u * lut[i, 3]))
+    return v if v > 0.0 else 0.0
 
 
 @njit(inline="always", **SERIAL)
-def _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad):
-    """X[b, j] = rho_before - mean, Y[b, j] = rho_after - mean (float32), bad[j] |= no data."""
+def _load_pair_span(before, after, i, c0, n, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad):
+    """Columns c0 .. c0 + n of row i into X[b, :n] = rho_before - mean, Y[b, :n] = rho_after - mean
+    (float32); bad[:n] = no data in any band of either date."""
     B = before.shape[0]
-    W = before.shape[2]
+    for j in range(n):
+        bad[j] = False
     for b in range(B):
         rb = before[b, i]
         ra = after[b, i]
@@ -337,9 +336,9 @@ def _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad):
         cy = np.float32(my[b])
         xr = X[b]
         yr = Y[b]
-        for j in range(W):
-            u = rb[j]
-            v = ra[j]
+        for j in range(n):
+            u = rb[c0 + j]
+            v = ra[c0 + j]
             fu = (np.float32(u) - ob) * sb
             fv = (np.float32(v) - oa) * sa
             xr[j] = fu - cx
@@ -348,141 +347,169 @@ def _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad):
 
 
 @njit(inline="always", **SERIAL)
-def _mad_row(X, Y, a, bm, k, mad):
-    """mad[j] = MAD_k[j] = a[:, k].X[:, j] - bm[:, k].Y[:, j] (float32, one row)."""
+def _mad_span(X, Y, a, bm, k, n, mad):
+    """mad[j] = MAD_k[j] = a[:, k].X[:, j] - bm[:, k].Y[:, j] for j < n (float32)."""
     B = X.shape[0]
-    W = X.shape[1]
-    for j in range(W):
+    for j in range(n):
         mad[j] = 0.0
     for b in range(B):
         ak = np.float32(a[b, k])
         bk = np.float32(bm[b, k])
         xr = X[b]
         yr = Y[b]
-        for j in range(W):
+        for j in range(n):
             mad[j] += ak * xr[j] - bk * yr[j]
 
 
 @njit(inline="always", **SERIAL)
-def _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi):
-    """chi[j] = sum_k (MAD_k[j] / sigma_k)^2 with MAD_k = a[:, k].X - bm[:, k].Y; mad is a W buffer."""
+def _chi2_span(X, Y, a, bm, inv_sigma, n, mad, chi):
+    """chi[j] = sum_k (MAD_k[j] / sigma_k)^2 for j < n; mad is a scratch buffer."""
     B = X.shape[0]
-    W = X.shape[1]
-    for j in range(W):
+    for j in range(n):
         chi[j] = 0.0
     for k in range(B):
-        _mad_row(X, Y, a, bm, k, mad)
+        _mad_span(X, Y, a, bm, k, n, mad)
         s = np.float32(inv_sigma[k])
-        for j in range(W):
+        for j in range(n):
             t = mad[j] * s
             chi[j] += t * t
 
 
-@njit(inline="always", **SERIAL)
-def _dot8(x, y):
-    """Dot product of two float64 rows with 8 independent partial sums (vectorisable without
-    fastmath; the summation order is fixed, so results are deterministic)."""
-    n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    nb = n // 8
-    for jb in range(nb):
-        k = jb * 8
-        s0 += x[k] * y[k]
-        s1 += x[k + 1] * y[k + 1]
-        s2 += x[k + 2] * y[k + 2]
-        s3 += x[k + 3] * y[k + 3]
-        s4 += x[k + 4] * y[k + 4]
-        s5 += x[k + 5] * y[k + 5]
-        s6 += x[k + 6] * y[k + 6]
-        s7 += x[k + 7] * y[k + 7]
-    s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-    for k in range(nb * 8, n):
-        s += x[k] * y[k]
-    return s
+@njit(fastmath={"reassoc", "contract"}, cache=True, nogil=True)
+def _gram_upper(Z, n, G):
+    """G[p, q] += sum_j Z[p, j] Z[q, j] over the first ``n`` columns, for q >= p.
+
+    Four rows q at a time share each load of row p; the sums may be reassociated (vector lanes),
+    so the last bits depend on the vector width, not on the thread count or the data order.
+    """
+    R = Z.shape[0]
+    for p in range(R):
+        zp = Z[p]
+        q = p
+        while q + 4 <= R:
+            z0 = Z[q]
+            z1 = Z[q + 1]
+            z2 = Z[q + 2]
+            z3 = Z[q + 3]
+            s0 = s1 = s2 = s3 = 0.0
+            for j in range(n):
+                v = zp[j]
+                s0 += v * z0[j]
+                s1 += v * z1[j]
+                s2 += v * z2[j]
+                s3 += v * z3[j]
+            G[p, q] += s0
+            G[p, q + 1] += s1
+            G[p, q + 2] += s2
+            G[p, q + 3] += s3
+            q += 4
+        while q < R:
+            zq = Z[q]
+            s0 = 0.0
+            for j in range(n):
+                s0 += zp[j] * zq[j]
+            G[p, q] += s0
+            q += 1
 
 
 @njit(**FLAGS)
-def irmad_moments(before, after, ob, oa, sb, sa, zb, za, mask, use_mask, mx, my, a, bm, inv_sigma, weighted, partial):
+def irmad_moments(
+    before, after, ob, oa, sb, sa, zb, za, mask, use_mask, mx, my, a, bm, inv_sigma, weighted, sf_lut, sf_inv_step, partial
+):
     """Weighted moments over valid pixels, one partial row per image row.
 
     partial[i] = (sum w, sum w z_p (2B), sum w z_p z_q (2B x 2B, upper triangle filled)) with
-    z = (x - mx, y - my); w = chi2_sf(chi2) of the current transform when ``weighted`` else 1, and
-    0 for no data or outside ``mask``.
+    z = (x - mx, y - my); w = the chi-square survival function (table ``sf_lut``, see
+    :func:`_chi2_sf_lut`) of chi2 under the current transform when ``weighted`` else 1, and
+    0 for no data or outside ``mask``. Each row goes span by span of ``SPAN`` columns, so its
+    buffers stay in the L1 cache.
     """
     B, H, W = before.shape
     P = 2 * B
     for i in prange(H):
-        X = np.empty((B, W), np.float32)
-        Y = np.empty((B, W), np.float32)
-        bad = np.zeros(W, np.bool_)
-        _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
-        if use_mask:
-            m = mask[i]
-            for j in range(W):
-                bad[j] |= not m[j]
-        sw = np.empty(W, np.float64)
-        if weighted:
-            mad = np.empty(W, np.float32)
-            chi = np.empty(W, np.float32)
-            _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi)
-            for j in range(W):
-                sw[j] = 0.0 if bad[j] else math.sqrt(chi2_sf(np.float64(chi[j]), B))
-        else:
-            for j in range(W):
-                sw[j] = 0.0 if bad[j] else 1.0
-        Z = np.empty((P, W), np.float64)
-        for b in range(B):
-            xr = X[b]
-            yr = Y[b]
-            zx = Z[b]
-            zy = Z[B + b]
-            for j in range(W):
-                s = sw[j]
-                # no-data values may be NaN: select, do not multiply by 0
-                zx[j] = xr[j] * s if s > 0 else 0.0
-                zy[j] = yr[j] * s if s > 0 else 0.0
-        partial[i, 0] = _dot8(sw, sw)
+        X = np.empty((B, SPAN), np.float32)
+        Y = np.empty((B, SPAN), np.float32)
+        bad = np.empty(SPAN, np.bool_)
+        mad = np.empty(SPAN, np.float32)
+        chi = np.empty(SPAN, np.float32)
+        # row 0 of Z: the square-root weight; row 1 + p: the weighted centred value p
+        Z = np.empty((P + 1, SPAN), np.float64)
+        G = np.zeros((P + 1, P + 1), np.float64)
+        for c0 in range(0, W, SPAN):
+            n = min(SPAN, W - c0)
+            _load_pair_span(before, after, i, c0, n, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
+            if use_mask:
+                m = mask[i]
+                for j in range(n):
+                    bad[j] |= not m[c0 + j]
+            z0 = Z[0]
+            if weighted:
+                _chi2_span(X, Y, a, bm, inv_sigma, n, mad, chi)
+                for j in range(n):
+                    z0[j] = 0.0 if bad[j] else math.sqrt(_chi2_sf_lut(np.float64(chi[j]), sf_lut, sf_inv_step))
+            else:
+                for j in range(n):
+                    z0[j] = 0.0 if bad[j] else 1.0
+            for b in range(B):
+                xr = X[b]
+                yr = Y[b]
+                zx = Z[1 + b]
+                zy = Z[1 + B + b]
+                for j in range(n):
+                    s = z0[j]
+                    # no-data values may be NaN: select, do not multiply by 0
+                    zx[j] = xr[j] * s if s > 0 else 0.0
+                    zy[j] = yr[j] * s if s > 0 else 0.0
+            _gram_upper(Z, n, G)
+        acc = partial[i]
+        acc[0] = G[0, 0]
         for p in range(P):
-            zp = Z[p]
-            partial[i, 1 + p] = _dot8(zp, sw)
+            acc[1 + p] = G[0, 1 + p]
             for q in range(p, P):
-                partial[i, 1 + P + p * P + q] = _dot8(zp, Z[q])
+                acc[1 + P + p * P + q] = G[1 + p, 1 + q]
 
 
 @njit(**FLAGS)
-def irmad_transform(before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, inv_sigma, with_p, chi2_out, p_out):
+def irmad_transform(
+    before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, inv_sigma, with_p, sf_lut, sf_inv_step, chi2_out, p_out
+):
     """One streaming pass: chi-square statistic (and, if ``with_p``, no-change probability) of every pixel."""
     B, H, W = before.shape
     for i in prange(H):
-        X = np.empty((B, W), np.float32)
-        Y = np.empty((B, W), np.float32)
-        bad = np.zeros(W, np.bool_)
-        _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
-        mad = np.empty(W, np.float32)
-        chi = chi2_out[i]
-        _chi2_row(X, Y, a, bm, inv_sigma, bad, mad, chi)
-        for j in range(W):
-            chi[j] = NAN32 if bad[j] else chi[j]
-        if with_p:
-            pr = p_out[i]
-            for j in range(W):
-                pr[j] = NAN32 if bad[j] else chi2_sf(np.float64(chi[j]), B)
+        X = np.empty((B, SPAN), np.float32)
+        Y = np.empty((B, SPAN), np.float32)
+        bad = np.empty(SPAN, np.bool_)
+        mad = np.empty(SPAN, np.float32)
+        chi = np.empty(SPAN, np.float32)
+        co = chi2_out[i]
+        for c0 in range(0, W, SPAN):
+            n = min(SPAN, W - c0)
+            _load_pair_span(before, after, i, c0, n, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
+            _chi2_span(X, Y, a, bm, inv_sigma, n, mad, chi)
+            for j in range(n):
+                co[c0 + j] = NAN32 if bad[j] else chi[j]
+            if with_p:
+                pr = p_out[i]
+                for j in range(n):
+                    pr[c0 + j] = NAN32 if bad[j] else _chi2_sf_lut(np.float64(chi[j]), sf_lut, sf_inv_step)
 
 
 @njit(**FLAGS)
 def mad_variates(before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, out):
     B, H, W = before.shape
     for i in prange(H):
-        X = np.empty((B, W), np.float32)
-        Y = np.empty((B, W), np.float32)
-        bad = np.zeros(W, np.bool_)
-        _load_pair_row(before, after, i, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
-        for k in range(B):
-            o = out[k, i]
-            _mad_row(X, Y, a, bm, k, o)
-            for j in range(W):
-                if bad[j]:
-                    o[j] = NAN32
+        X = np.empty((B, SPAN), np.float32)
+        Y = np.empty((B, SPAN), np.float32)
+        bad = np.empty(SPAN, np.bool_)
+        mad = np.empty(SPAN, np.float32)
+        for c0 in range(0, W, SPAN):
+            n = min(SPAN, W - c0)
+            _load_pair_span(before, after, i, c0, n, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
+            for k in range(B):
+                _mad_span(X, Y, a, bm, k, n, mad)
+                o = out[k, i]
+                for j in range(n):
+                    o[c0 + j] = NAN32 if bad[j] else mad[j]
 
 
 @njit(**FLAGS)

@@ -279,7 +279,7 @@ def irmad_transform(before, after, result: IRMADResult, *, probability: bool = T
         dec = _dispatch.decode_args(before.dtype, after.dtype, (0, 0))
         _numba.irmad_transform(
             before, after, *dec, result.mean_before, result.mean_after, result.a, result.b, inv_sigma,
-            bool(probability), out[0], out[1],
+            bool(probability), *_dispatch.chi2_sf_table(before.shape[0]), out[0], out[1],
         )
         return out[0], (out[1] if probability else None)
     return _dispatch.irmad_transform(
