@@ -20,6 +20,8 @@ SERIAL = dict(parallel=False, fastmath=False, cache=True, nogil=True)
 """numba options of the small serial helpers."""
 
 NAN32 = np.float32(np.nan)
+SHIFT_CAP = 8
+"""Widest run (+1) of a structuring element row that :func:`binary_dilation_rows` dilates by shifts."""
 SPAN = 256
 """Columns per span of the IR-MAD passes: a span's row buffers (13 float64 and 14 float32 rows for
 six bands) stay in the L1 cache."""
@@ -330,15 +332,17 @@ def _load_pair_span(before, after, i, c0, n, ob, oa, sb, sa, zb, za, mx, my, X, 
     for j in range(n):
         bad[j] = False
     for b in range(B):
-        rb = before[b, i]
-        ra = after[b, i]
+        # spans as slices: an index c0 + j would get numba's negative-index wraparound, which
+        # stops the loops from vectorising
+        rb = before[b, i, c0 : c0 + n]
+        ra = after[b, i, c0 : c0 + n]
         cx = np.float32(mx[b])
         cy = np.float32(my[b])
         xr = X[b]
         yr = Y[b]
         for j in range(n):
-            u = rb[c0 + j]
-            v = ra[c0 + j]
+            u = rb[j]
+            v = ra[j]
             fu = (np.float32(u) - ob) * sb
             fv = (np.float32(v) - oa) * sa
             xr[j] = fu - cx
@@ -439,9 +443,9 @@ def irmad_moments(
             n = min(SPAN, W - c0)
             _load_pair_span(before, after, i, c0, n, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
             if use_mask:
-                m = mask[i]
+                m = mask[i, c0 : c0 + n]
                 for j in range(n):
-                    bad[j] |= not m[c0 + j]
+                    bad[j] |= not m[j]
             z0 = Z[0]
             if weighted:
                 _chi2_span(X, Y, a, bm, inv_sigma, n, mad, chi)
@@ -486,12 +490,13 @@ def irmad_transform(
             n = min(SPAN, W - c0)
             _load_pair_span(before, after, i, c0, n, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
             _chi2_span(X, Y, a, bm, inv_sigma, n, mad, chi)
+            cs = co[c0 : c0 + n]
             for j in range(n):
-                co[c0 + j] = NAN32 if bad[j] else chi[j]
+                cs[j] = NAN32 if bad[j] else chi[j]
             if with_p:
-                pr = p_out[i]
+                pr = p_out[i, c0 : c0 + n]
                 for j in range(n):
-                    pr[c0 + j] = NAN32 if bad[j] else _chi2_sf_lut(np.float64(chi[j]), sf_lut, sf_inv_step)
+                    pr[j] = NAN32 if bad[j] else _chi2_sf_lut(np.float64(chi[j]), sf_lut, sf_inv_step)
 
 
 @njit(**FLAGS)
@@ -507,9 +512,9 @@ def mad_variates(before, after, ob, oa, sb, sa, zb, za, mx, my, a, bm, out):
             _load_pair_span(before, after, i, c0, n, ob, oa, sb, sa, zb, za, mx, my, X, Y, bad)
             for k in range(B):
                 _mad_span(X, Y, a, bm, k, n, mad)
-                o = out[k, i]
+                o = out[k, i, c0 : c0 + n]
                 for j in range(n):
-                    o[c0 + j] = NAN32 if bad[j] else mad[j]
+                    o[j] = NAN32 if bad[j] else mad[j]
 
 
 @njit(**FLAGS)
@@ -844,13 +849,16 @@ def _shift_row(src, y, iy, ix, w, o):
         ry, kx, x0, x1 = _term_span(H, W, y, iy, ix, q)
         for x in range(x0):
             o[x] = NAN32
-        r = src[ry]
+        # the span as slices: an index x - kx would get numba's negative-index wraparound, which
+        # stops the loop from vectorising
+        r = src[ry, x0 - kx : x1 - kx]
+        os = o[x0:x1]
         if first:
-            for x in range(x0, x1):
-                o[x] = r[x - kx] * wq
+            for x in range(x1 - x0):
+                os[x] = r[x] * wq
         else:
-            for x in range(x0, x1):
-                o[x] = o[x] + r[x - kx] * wq
+            for x in range(x1 - x0):
+                os[x] = os[x] + r[x] * wq
         for x in range(x1, W):
             o[x] = NAN32
         first = False
@@ -885,14 +893,15 @@ def shift_mask(src, iy, ix, w, thresh, out):
             ry, kx, x0, x1 = _term_span(H, W, y, iy, ix, q)
             for x in range(x0):
                 o[x] = NAN32
-            r = src[ry]
+            r = src[ry, x0 - kx : x1 - kx]  # slices, as in _shift_row
+            os = o[x0:x1]
             zero = np.float32(0.0)
             if first:
-                for x in range(x0, x1):
-                    o[x] = wq if r[x - kx] else zero
+                for x in range(x1 - x0):
+                    os[x] = wq if r[x] else zero
             else:
-                for x in range(x0, x1):
-                    o[x] = o[x] + (wq if r[x - kx] else zero)
+                for x in range(x1 - x0):
+                    os[x] = os[x] + (wq if r[x] else zero)
             for x in range(x1, W):
                 o[x] = NAN32
             first = False
@@ -1152,7 +1161,9 @@ def binary_dilation_rows(mask, half, out):
     ``mask`` and ``out`` are (H, W) uint8 views of bool arrays.
 
     Work per pixel whatever the density, in parallel over rows: each row's distance to its
-    nearest set pixel in the row (two passes, capped above the widest run), then each output row
+    nearest set pixel in the row, capped above the widest run (for a cap up to ``SHIFT_CAP`` the
+    minimum over the row shifted by each distance, which vectorises; beyond it two sequential
+    passes), then each output row
     ORs ``distance <= half[k]`` of the rows ``k - R`` away. A dense mask (a cloudy date) costs a
     few passes instead of one scattered write per set pixel and element.
     """
@@ -1167,13 +1178,33 @@ def binary_dilation_rows(mask, half, out):
     for i in prange(H):
         r = mask[i]
         d = dist[i]
-        last = -(1 << 30)
+        seen = np.uint8(0)
         for j in range(W):
-            if r[j]:
-                last = j
-            d[j] = min(j - last, cap)
-        if last >= 0:
-            rowany[i] = True
+            seen |= r[j]
+        rowany[i] = seen != 0
+        if seen == 0:
+            continue
+        if cap <= SHIFT_CAP:
+            # short runs: the minimum over the shifted rows, branch-free (vectorises)
+            c8 = np.uint8(cap)
+            for j in range(W):
+                d[j] = 0 if r[j] else c8
+            for t in range(1, cap):
+                # offsets as slices: an index like j + t would get numba's negative-index
+                # wraparound, which stops the loop from vectorising (15x slower)
+                t8 = np.uint8(t)
+                rt = r[t:]
+                dt = d[t:]
+                for j in range(W - t):
+                    d[j] = min(d[j], t8 if rt[j] else c8)
+                for j in range(W - t):
+                    dt[j] = min(dt[j], t8 if r[j] else c8)
+        else:
+            last = -(1 << 30)
+            for j in range(W):
+                if r[j]:
+                    last = j
+                d[j] = min(j - last, cap)
             last = 1 << 30
             for jj in range(W):
                 j = W - 1 - jj
@@ -1328,16 +1359,38 @@ def sobel_pair(x, gy, gx, t0, t1):
     ``t0`` and ``t1`` are (H, W) float32 scratch for the first passes."""
     H, W = x.shape
     for i in prange(H):
-        up = _reflect(i - 1, H)
-        dn = _reflect(i + 1, H)
+        xd = x[_reflect(i + 1, H)]
+        xu = x[_reflect(i - 1, H)]
+        r = x[i]
+        o0 = t0[i]
+        o1 = t1[i]
         for j in range(W):
-            t0[i, j] = np.float32(np.float64(x[dn, j]) - np.float64(x[up, j]))  # d/dy
-            t1[i, j] = np.float32(np.float64(x[i, _reflect(j + 1, W)]) - np.float64(x[i, _reflect(j - 1, W)]))  # d/dx
+            o0[j] = np.float32(np.float64(xd[j]) - np.float64(xu[j]))  # d/dy
+        # d/dx: the interior as shifted slices (an index j + 1 would get numba's negative-index
+        # wraparound and stop the loop from vectorising), the two edge columns reflected
+        rr = r[2:]
+        rl = r[: max(W - 2, 0)]
+        oi = o1[1 : max(W - 1, 1)]
+        for j in range(W - 2):
+            oi[j] = np.float32(np.float64(rr[j]) - np.float64(rl[j]))
+        for j in (0, W - 1):
+            o1[j] = np.float32(np.float64(r[_reflect(j + 1, W)]) - np.float64(r[_reflect(j - 1, W)]))
     for i in prange(H):
-        up = _reflect(i - 1, H)
-        dn = _reflect(i + 1, H)
+        u0 = t0[i]
+        d1 = t1[_reflect(i + 1, H)]
+        u1 = t1[_reflect(i - 1, H)]
+        c1 = t1[i]
+        oy = gy[i]
+        ox = gx[i]
         for j in range(W):
-            jl = _reflect(j - 1, W)
-            jr = _reflect(j + 1, W)
-            gy[i, j] = np.float32(2.0 * np.float64(t0[i, j]) + (np.float64(t0[i, jr]) + np.float64(t0[i, jl])))
-            gx[i, j] = np.float32(2.0 * np.float64(t1[i, j]) + (np.float64(t1[dn, j]) + np.float64(t1[up, j])))
+            ox[j] = np.float32(2.0 * np.float64(c1[j]) + (np.float64(d1[j]) + np.float64(u1[j])))
+        ur = u0[2:]
+        ul = u0[: max(W - 2, 0)]
+        uc = u0[1 : max(W - 1, 1)]
+        oyi = oy[1 : max(W - 1, 1)]
+        for j in range(W - 2):
+            oyi[j] = np.float32(2.0 * np.float64(uc[j]) + (np.float64(ur[j]) + np.float64(ul[j])))
+        for j in (0, W - 1):
+            oy[j] = np.float32(
+                2.0 * np.float64(u0[j]) + (np.float64(u0[_reflect(j + 1, W)]) + np.float64(u0[_reflect(j - 1, W)]))
+            )
