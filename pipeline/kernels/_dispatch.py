@@ -41,18 +41,26 @@ def chi2_sf_table(k: int) -> tuple[np.ndarray, float]:
     Hermite pieces in s = sqrt(chi2) between nodes ``SF_STEP`` apart, for the kernels' per-pixel
     lookups (in s the function is smooth at 0 for every k, which it is not in chi2 for odd k).
 
-    Values and slopes at the nodes are scipy's (``chdtrc`` and ``chi2.pdf``); the cubics keep
-    within about 1e-9 of it (tested), far below a float32 probability's resolution. The table
-    ends where the function falls under 1e-30; its last row is that value, used beyond.
+    Values and slopes at the nodes are scipy's (``special.chdtrc`` and the density); the cubics
+    keep within about 1e-9 of it (tested), far below a float32 probability's resolution. The table
+    ends where the function falls under 1e-30; its last row is that value, used beyond. (Only
+    ``scipy.special``, which the program has loaded anyway: ``scipy.stats`` costs 0.5 s to import.)
     """
-    from scipy import special, stats
+    from scipy import special
 
     if k < 2:
         raise UsageError(f"chi-square table: k must be >= 2, got {k}")
-    smax = math.sqrt(float(stats.chi2.isf(1e-30, k)))
+    smax = math.sqrt(float(special.chdtri(k, 1e-30)))
     s = np.arange(0, math.ceil(smax / SF_STEP) + 1) * SF_STEP
-    f = special.chdtrc(k, s * s)
-    d = -stats.chi2.pdf(s * s, k) * 2.0 * s * SF_STEP  # d f / d u, u = s / step
+    x = s * s
+    f = special.chdtrc(k, x)
+    # d f / d u with u = s / step: -density(x) * 2 s * step, the density
+    # x^(k/2 - 1) e^(-x/2) / (2^(k/2) Gamma(k/2)); 0 at s = 0 for every k >= 2
+    h = 0.5 * k
+    d = np.zeros_like(s)
+    pos = s > 0
+    density = np.exp((h - 1.0) * np.log(x[pos]) - 0.5 * x[pos] - h * math.log(2.0) - special.gammaln(h))
+    d[pos] = -density * 2.0 * s[pos] * SF_STEP
     f0, f1, d0, d1 = f[:-1], f[1:], d[:-1], d[1:]
     lut = np.zeros((s.size, 4))
     lut[:-1, 0] = f0
