@@ -425,8 +425,13 @@ def _k_render(
             else:
                 for x in range(W10):
                     v10[x] = g10[k, y10a, x] * (1 - wy10) + g10[k, y10b, x] * wy10
-                for c in range(c_lo, c_hi):
-                    g[c] = v10[c + ix] * (1 - wx10) + v10[c + ix + 1] * wx10
+                # shifted slices, not v10[c + ix]: numba's negative-index wraparound on such an
+                # index stops the loop from vectorising
+                va = v10[c_lo + ix : c_hi + ix]
+                vb = v10[c_lo + ix + 1 : c_hi + ix + 1]
+                gs = g[c_lo:c_hi]
+                for c in range(c_hi - c_lo):
+                    gs[c] = va[c] * (1 - wx10) + vb[c] * wx10
                 for c in range(0, c_lo):
                     g[c] = v10[0]
                 for c in range(c_hi, W):
