@@ -574,31 +574,52 @@ def local_peak_keep(changed, query, values, radius, fraction, out):
             out[i, j] = v >= fraction * peak
 
 
+@njit(inline="always", **SERIAL)
+def _f32_key(b):
+    """Order-preserving int64 key of a float32's bits ``b`` (int32 view): the sign-magnitude bits with
+    the magnitude flipped for negatives, so finite floats compare as their keys do."""
+    x = np.int64(b)
+    return x ^ ((x >> 31) & 0x7FFFFFFF)
+
+
 @njit(**FLAGS)
 def finite_minmax(values, mask, use_mask):
-    """(min, max, count) of the finite values (inside ``mask``) of a (H, W) float array."""
+    """(min, max, count) of the finite values (inside ``mask``) of a (H, W) float32 array.
+
+    Compared through their bits as integers (:func:`_f32_key`; finite = exponent bits not all
+    set): the row loop is branch-free integer min/max, which vectorises, where float min/max
+    with NaN tests would not.
+    """
     H, W = values.shape
-    mins = np.full(H, np.inf)
-    maxs = np.full(H, -np.inf)
+    kmin = np.empty(H, np.int64)
+    kmax = np.empty(H, np.int64)
     cnts = np.zeros(H, np.int64)
+    big = np.int64(1) << 40
     for i in prange(H):
-        r = values[i]
-        lo = np.inf
-        hi = -np.inf
+        r = values[i].view(np.int32)
+        lo = big
+        hi = -big
         c = 0
         for j in range(W):
-            v = r[j]
-            ok = (v == v) & (abs(v) != np.inf)
+            b = r[j]
+            ok = (b & 0x7F800000) != 0x7F800000
             if use_mask:
                 ok &= mask[i, j]
-            if ok:
-                lo = min(lo, v)
-                hi = max(hi, v)
-                c += 1
-        mins[i] = lo
-        maxs[i] = hi
+            k = _f32_key(b)
+            lo = min(lo, k if ok else big)
+            hi = max(hi, k if ok else -big)
+            c += ok
+        kmin[i] = lo
+        kmax[i] = hi
         cnts[i] = c
-    return mins.min(), maxs.max(), cnts.sum()
+    n = cnts.sum()
+    if n == 0:
+        return np.inf, -np.inf, n
+    bits = np.empty(2, np.int32)
+    bits[0] = np.int32(_f32_key(kmin.min()))  # the key map is its own inverse on int32 bits
+    bits[1] = np.int32(_f32_key(kmax.max()))
+    f = bits.view(np.float32)
+    return np.float64(f[0]), np.float64(f[1]), n
 
 
 @njit(**FLAGS)

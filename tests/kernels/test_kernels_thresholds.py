@@ -122,6 +122,34 @@ def test_parallel_histogram_path_equals_plain_numpy_path(method):
     assert threshold(img, method, nbins=64) == threshold(img.reshape(-1), method, nbins=64)
 
 
+def test_finite_minmax_equals_numpy_on_signs_scales_nan_inf_and_masks():
+    """The histogram's range, compared through the floats' bits as integers: numpy's min, max
+    and count of the finite values (inside the mask) on negatives, zeros of both signs, tiny
+    and huge magnitudes, NaN, +-inf, rows with nothing finite, and empty input."""
+    from pipeline.kernels import _numba
+
+    rng = np.random.default_rng(11)
+    for t in range(120):
+        H, W = (int(x) for x in rng.integers(1, 40, 2))
+        v = (rng.standard_normal((H, W)) * rng.choice([1e-30, 1e-3, 1.0, 1e30])).astype(np.float32)
+        v[rng.random((H, W)) < 0.1] = np.nan
+        v[rng.random((H, W)) < 0.05] = np.inf
+        v[rng.random((H, W)) < 0.05] = -np.inf
+        v[rng.random((H, W)) < 0.1] = 0.0
+        v[0] = np.nan
+        if t % 7 == 0:
+            v[:] = np.nan
+        mask = rng.random((H, W)) < 0.7
+        for use in (False, True):
+            lo, hi, n = _numba.finite_minmax(v, mask if use else np.ones((1, 1), bool), use)
+            f = v[np.isfinite(v) & (mask if use else True)]
+            assert n == f.size
+            if n:
+                assert (lo, hi) == (f.min(), f.max())
+            else:
+                assert (lo, hi) == (np.inf, -np.inf)
+
+
 @pytest.mark.parametrize("nbins", [2, 7, 256])
 def test_kernel_histogram_counts_equal_numpy_bin_for_bin(nbins):
     """The counts behind the one-pass thresholds are np.histogram's, bin for bin, where the bin
