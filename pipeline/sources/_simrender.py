@@ -425,8 +425,7 @@ def _k_render(
             else:
                 for x in range(W10):
                     v10[x] = g10[k, y10a, x] * (1 - wy10) + g10[k, y10b, x] * wy10
-                # shifted slices, not v10[c + ix]: numba's negative-index wraparound on such an
-                # index stops the loop from vectorising
+                # shifted slices, not v10[c + ix] (see pipeline.kernels._numba: vectorises)
                 va = v10[c_lo + ix : c_hi + ix]
                 vb = v10[c_lo + ix + 1 : c_hi + ix + 1]
                 gs = g[c_lo:c_hi]

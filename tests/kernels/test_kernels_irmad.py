@@ -145,7 +145,7 @@ def test_dask_input_matches_numpy():
 @pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 7, 9, 10, 13, 40])
 def test_chi2_sf_table_matches_scipy(k):
     """The kernels' piecewise-cubic chi-square survival function: within 1e-9 of scipy from 0 through
-    the far tail (odd k included, whose slope in chi2 is unbounded at 0), 0-ish beyond the table,
+    the far tail (odd k included, not smooth in chi2 at 0), 0-ish beyond the table,
     never negative, and NaN in -> a finite value (no data is masked by the caller)."""
     lut, inv_step = _dispatch.chi2_sf_table(k)
     x = np.concatenate([[0.0, 1e-12, 1e-6], np.linspace(0.0, 250.0, 20001), [400.0, 1e4, np.inf]])
